@@ -1,0 +1,172 @@
+"""Dataclass configuration: one base class that every reversalkit config derives from.
+
+A config is a plain dataclass whose fields carry help text (`field(..., metadata={"help": ...})`,
+or the `option()` shorthand) and which validates itself in `__post_init__`. This module derives
+from that single definition everything else: YAML loading, `key=value` overrides from the CLI
+(dotted keys reach nested configs), help listings, and the resolved dict saved beside results.
+
+    cfg = StudyConfig.from_yaml("study.yaml").with_overrides(["iterations=3", "train.lr=1e-4"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+C = TypeVar("C", bound="Config")
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None) -> Any:
+    """A dataclass field with help text; `factory` for mutable defaults."""
+    meta = {"help": help}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_config_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp) and issubclass(tp, Config)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert YAML/CLI values to the annotated type where the conversion is unambiguous."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if _is_config_type(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return tp.from_dict(value, _where=where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except (TypeError, ValueError):
+                continue
+        return value
+    if origin is tuple or tp is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, (list, tuple)):
+            inner = args[0] if args and (len(args) == 2 and args[1] is Ellipsis) else None
+            return tuple(_coerce(v, inner, where) if inner else v for v in value)
+        raise ValueError(f"{where}: expected a list, got {value!r}")
+    if origin is list or tp is list:
+        if isinstance(value, (list, tuple)):
+            inner = args[0] if args else None
+            return [_coerce(v, inner, where) if inner else v for v in value]
+        raise ValueError(f"{where}: expected a list, got {value!r}")
+    if tp is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, str):
+        return int(value)
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if tp is bool and isinstance(value, str):
+        low = value.lower()
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"{where}: expected true/false, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass
+class Config:
+    """Base class: YAML/dict loading, overrides, and a resolved dict for saving."""
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any] | None, *, _where: str = "") -> C:
+        data = dict(data or {})
+        names = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            prefix = f"{_where}." if _where else ""
+            raise ValueError(
+                f"unknown config key(s) {', '.join(prefix + k for k in unknown)} for {cls.__name__}; "
+                f"valid keys: {', '.join(sorted(names))}"
+            )
+        hints = _hints(cls)
+        kwargs = {k: _coerce(v, hints[k], f"{_where}.{k}" if _where else k) for k, v in data.items()}
+        return cls(**kwargs)
+
+    @classmethod
+    def from_yaml(cls: type[C], path: str | Path) -> C:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the top level of a config file must be a mapping, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        def conv(v: Any) -> Any:
+            if dataclasses.is_dataclass(v):
+                return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            if isinstance(v, (list, tuple)):
+                return [conv(x) for x in v]
+            if isinstance(v, Path):
+                return str(v)
+            return v
+
+        return conv(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self: C, **changes: Any) -> C:
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def with_overrides(self: C, overrides: list[str] | tuple[str, ...]) -> C:
+        """Apply `key=value` strings (dotted keys for nested configs); values parse as YAML."""
+        data = self.to_dict()
+        for item in overrides:
+            if "=" not in item:
+                raise ValueError(f"override {item!r} must look like key=value (e.g. iterations=3)")
+            key, raw = item.split("=", 1)
+            parts = key.strip().split(".")
+            node = data
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), dict):
+                    raise ValueError(f"override {item!r}: {part!r} is not a nested config")
+                node = node[part]
+            if parts[-1] not in node:
+                raise ValueError(f"override {item!r}: unknown key {key!r}; valid keys here: {', '.join(sorted(node))}")
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        return self.from_dict(data)
+
+    @classmethod
+    def help_lines(cls, prefix: str = "") -> list[str]:
+        """`key (default): help` lines for every field, nested configs expanded."""
+        lines = []
+        hints = _hints(cls)
+        for f in dataclasses.fields(cls):
+            if _is_config_type(hints[f.name]):
+                lines += hints[f.name].help_lines(prefix + f.name + ".")
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            lines.append(f"{prefix}{f.name} (default {default!r}): {f.metadata.get('help', '')}")
+        return lines
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise ValueError(message) unless condition holds; used by __post_init__ validators."""
+    if not condition:
+        raise ValueError(message)
