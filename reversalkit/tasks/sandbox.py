@@ -1,0 +1,340 @@
+"""Run untrusted Python programs (model-written MBPP code) safely: `run` one, `run_many` a batch.
+
+    result = run("print(1)", timeout_s=5, memory_mb=512)   # SandboxResult(status="ok", ...)
+
+Layers, each used where the machine allows it (`support()` says which; a missing one is reported
+once and the rest still apply):
+- process: its own session/process group, a fresh scratch directory as cwd/HOME/TMPDIR, closed
+  stdin, a scrubbed environment, rlimits (CPU, address space, processes, file size, open files,
+  no core), no_new_privs; a supervisor (`sandbox_init.py`) reaps and kills what is left.
+- namespaces via `unshare`: user, network (no interfaces but a down loopback), PID (the program
+  cannot see or signal anything outside; all of it dies with the namespace), mount (the whole file
+  system read-only, scratch a size-limited tmpfs), IPC, UTS; capabilities dropped.
+- cgroups (`sandbox_cgroup`): a process-count and memory bound on the whole process tree.
+The runner never blocks past `timeout_s` plus a few seconds of teardown, keeps only the first
+`max_output_bytes` of each stream (more is `output_limit`), and returns only after every process
+of the run is gone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from reversalkit.config import Config, check, option
+from reversalkit.tasks.sandbox_cgroup import CgroupLayout, RunCgroup, probe_layout
+from reversalkit.tasks.sandbox_io import collect_output, descendants, wait_gone
+
+INIT_SCRIPT = str(Path(__file__).with_name("sandbox_init.py"))
+UNSHARE_FLAGS = ("--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--mount",
+                 "--mount-proc", "--ipc", "--uts")
+SCRATCH_PREFIX = "rk-sandbox-"
+STATUSES = ("ok", "error", "timeout", "memory", "output_limit", "sandbox_error")
+
+
+@dataclasses.dataclass
+class SandboxLimits(Config):
+    timeout_s: float = option(5.0, "wall-clock limit per program in seconds (CPU limit = ceil + 1)")
+    memory_mb: int = option(1024, "address-space limit per process, and memory limit of the whole tree")
+    max_processes: int = option(32, "processes/threads the program may have at once")
+    max_output_bytes: int = option(65536, "bytes kept per stream; more ends the run as output_limit")
+    scratch_mb: int = option(64, "size of the scratch tmpfs and the largest file the program may write")
+    max_open_files: int = option(64, "open file descriptors per process")
+    isolation: str = option("auto", "'auto': namespaces and cgroups where available; 'none': rlimits only")
+    python: str = option("", "interpreter that runs the program; empty = the current one")
+
+    def __post_init__(self):
+        check(self.timeout_s > 0, f"timeout_s must be > 0, got {self.timeout_s}")
+        check(self.memory_mb >= 32,
+              f"memory_mb must be >= 32 (the interpreter needs it), got {self.memory_mb}")
+        check(self.max_processes >= 1, f"max_processes must be >= 1, got {self.max_processes}")
+        check(self.max_output_bytes >= 0, f"max_output_bytes must be >= 0, got {self.max_output_bytes}")
+        check(self.scratch_mb >= 1, f"scratch_mb must be >= 1, got {self.scratch_mb}")
+        check(self.max_open_files >= 8, f"max_open_files must be >= 8, got {self.max_open_files}")
+        check(self.isolation in ("auto", "none"),
+              f"isolation must be 'auto' or 'none', got {self.isolation!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxResult:
+    """status: ok | error | timeout | memory | output_limit | sandbox_error. `returncode` is the
+    program's exit code, -N when signal N killed it, None when it was stopped by the runner."""
+
+    status: str
+    returncode: int | None
+    stdout: str
+    stderr: str
+    duration_s: float = 0.0
+    truncated: bool = False
+    isolation: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxSupport:
+    namespaces: bool
+    namespace_reason: str | None
+    cgroup: CgroupLayout | None
+    cgroup_reason: str | None
+
+
+_reported: set[str] = set()  # messages already shown, so that each degradation is reported once
+
+
+def _report_once(message: str) -> None:
+    if message not in _reported:
+        _reported.add(message)
+        warnings.warn(f"reversalkit sandbox: {message}", RuntimeWarning, stacklevel=3)
+
+
+@functools.lru_cache(maxsize=4)
+def support(isolation: str = "auto") -> SandboxSupport:
+    """Which isolation layers this machine allows (probed once per process and mode)."""
+    if isolation == "none":
+        return SandboxSupport(False, "isolation='none'", None, "isolation='none'")
+    ns_reason = None
+    unshare = shutil.which("unshare") or next((p for p in ("/usr/bin/unshare", "/bin/unshare")
+                                               if os.path.exists(p)), None)
+    if unshare is None:
+        ns_reason = "the unshare tool (util-linux) is not installed"
+    else:
+        try:
+            probe = subprocess.run([unshare, *UNSHARE_FLAGS, "true"], capture_output=True, timeout=10,
+                                   stdin=subprocess.DEVNULL)
+            if probe.returncode != 0:
+                ns_reason = probe.stderr.decode(errors="replace").strip() or f"exit code {probe.returncode}"
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            ns_reason = str(exc)
+    layout, cg_reason = probe_layout()
+    _remove_stale_scratch()
+    if ns_reason:
+        _report_once(f"Linux namespaces are unavailable ({ns_reason}); programs run with rlimits, a "
+                     "process group and a scratch directory, but can see the network and write outside "
+                     "their scratch directory")
+    if cg_reason:
+        _report_once(f"per-run cgroups are unavailable ({cg_reason}); process and memory limits are "
+                     "per process (rlimits) only")
+    if ns_reason and cg_reason and os.geteuid() == 0:
+        _report_once("running as root without a user namespace or cgroups: RLIMIT_NPROC does not bind "
+                     "root, so only the timeout stops a fork bomb")
+    return SandboxSupport(ns_reason is None, ns_reason, layout, cg_reason)
+
+
+def _remove_stale_scratch() -> None:
+    """Delete scratch directories of runners that were killed before they could clean up."""
+    for d in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = d.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and d.is_dir() and d.stat().st_uid == os.getuid():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                shutil.rmtree(d, ignore_errors=True)
+            except PermissionError:
+                pass
+
+
+def _scrubbed_env(scratch: str) -> dict[str, str]:
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch,
+            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _user_process_count() -> int:
+    uid, count = os.getuid(), 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                count += entry.stat().st_uid == uid
+            except OSError:
+                pass
+    return count
+
+
+def _supervisor_config(lim: SandboxLimits, scratch: str, ns: bool, cg: RunCgroup | None,
+                       status_fd: int, lifeline_fd: int) -> dict:
+    # Without a user namespace RLIMIT_NPROC counts all of this user's processes, so it is raised by
+    # the current count; inside one (Linux >= 5.14) it counts the namespace's own processes.
+    nproc = lim.max_processes + 1 if ns else lim.max_processes + _user_process_count()
+    return {
+        "scratch": scratch, "scratch_mb": lim.scratch_mb, "python": lim.python or sys.executable,
+        "ns": ns, "cgroups": cg.procs_files() if cg else [], "pid_max": 301, "status_fd": status_fd,
+        "lifeline_fd": lifeline_fd,
+        "env": _scrubbed_env(scratch),
+        "limits": {"cpu": math.ceil(lim.timeout_s) + 1, "as": lim.memory_mb << 20,
+                   "fsize": lim.scratch_mb << 20, "nofile": lim.max_open_files, "nproc": nproc},
+    }
+
+
+def _parse_status(raw: bytes) -> tuple[bool, dict | None]:
+    """(supervisor started, its final report or None) from the status pipe's JSON lines."""
+    lines = []
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut short by a killed supervisor
+    started = any(isinstance(d, dict) and d.get("started") for d in lines)
+    return started, next((d for d in lines if isinstance(d, dict) and "rc" in d), None)
+
+
+def _classify(report: dict | None, timed_out: bool, overflow: bool, oom: bool,
+              stderr: str) -> tuple[str, int | None]:
+    rc = None
+    if report is not None:
+        rc = report["rc"] if report["signal"] is None else -report["signal"]
+    if overflow:
+        return "output_limit", rc
+    if timed_out or rc == -signal.SIGXCPU:
+        return "timeout", rc
+    if oom or any(line.startswith("MemoryError") for line in stderr.splitlines()[-3:]):
+        return "memory", rc
+    if rc == 126 and "sandbox: could not start the program" in stderr:
+        return "sandbox_error", rc
+    if report is None:
+        return "error", rc
+    return ("ok" if rc == 0 else "error"), rc
+
+
+def run(code: str, *, timeout_s: float | None = None, memory_mb: int | None = None,
+        limits: SandboxLimits | None = None) -> SandboxResult:
+    """Run Python source `code` as a sandboxed program; `timeout_s`/`memory_mb` override `limits`."""
+    lim = limits or SandboxLimits()
+    if timeout_s is not None or memory_mb is not None:
+        lim = lim.replace(**{k: v for k, v in (("timeout_s", timeout_s), ("memory_mb", memory_mb))
+                             if v is not None})
+    sup = support(lim.isolation)
+    start = time.monotonic()
+    scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+    cg = None
+    try:
+        Path(scratch, "main.py").write_text(code, encoding="utf-8")
+        if sup.cgroup is not None:
+            try:
+                cg = RunCgroup(sup.cgroup, lim.max_processes + 1, (lim.memory_mb + 32) << 20)
+            except OSError as exc:
+                _report_once(f"could not create a cgroup for a run ({exc}); using rlimits only")
+        return _run_in(lim, sup, scratch, cg, start)
+    finally:
+        if cg is not None:
+            cg.kill_all()
+            cg.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_in(lim: SandboxLimits, sup: SandboxSupport, scratch: str, cg: RunCgroup | None,
+            start: float) -> SandboxResult:
+    status_r, status_w = os.pipe()
+    # The runner holds the only write end of the lifeline; if the runner dies, the supervisor
+    # sees EOF and kills the program.
+    lifeline_r, lifeline_w = os.pipe()
+    cfg = _supervisor_config(lim, scratch, sup.namespaces, cg, status_w, lifeline_r)
+    cmd = [cfg["python"], "-I", "-S", INIT_SCRIPT, json.dumps(cfg)]
+    if sup.namespaces:
+        cmd = [shutil.which("unshare") or "unshare", *UNSHARE_FLAGS, *cmd]
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, pass_fds=(status_w, lifeline_r),
+                                start_new_session=True,
+                                env=cfg["env"], cwd=scratch, close_fds=True)
+    except OSError as exc:
+        os.close(status_r)
+        os.close(lifeline_w)
+        return SandboxResult("sandbox_error", None, "", f"sandbox: could not start: {exc}",
+                             time.monotonic() - start)
+    finally:
+        os.close(status_w)
+        os.close(lifeline_r)
+    deadline = start + lim.timeout_s
+    try:
+        out = collect_output(proc, status_r, deadline, lim.max_output_bytes)
+    finally:
+        leftovers = _stop(proc, cg)
+        os.close(status_r)
+        os.close(lifeline_w)
+    stdout = out.stdout.decode("utf-8", errors="replace")
+    stderr = out.stderr.decode("utf-8", errors="replace")
+    started, report = _parse_status(out.status)
+    for note in (report or {}).get("notes", []):
+        _report_once(note)
+    if leftovers:
+        stderr += f"\nsandbox: processes {leftovers} did not exit within the teardown limit"
+    status, rc = _classify(report, out.timed_out, out.overflow, bool(cg and cg.oom_kills()), stderr)
+    if not started and status == "error":
+        status = "sandbox_error"  # the supervisor never ran: the sandbox, not the program, failed
+    active = tuple((report or {}).get("active", []))
+    if sup.namespaces:
+        active = ("userns", "netns", "pidns", "mountns", "ipcns", "utsns", *active)
+    if cg is not None:
+        active += ("cgroup-pids",) + (("cgroup-memory",) if cg.memory is not None else ())
+    return SandboxResult(status, rc, stdout, stderr, time.monotonic() - start, out.overflow, active)
+
+
+def _stop(proc: subprocess.Popen, cg: RunCgroup | None) -> list[int]:
+    """Kill the run's process group (and cgroup) and wait until all of it is gone.
+
+    Called before the leader is reaped, so its pid (= the group id) cannot have been reused.
+    The PID namespace's init is waited for explicitly: the namespace is empty once it is gone.
+    """
+    tree = descendants(proc.pid)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for pid, _ in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if cg is not None:
+        cg.kill_all()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    return wait_gone(tree, timeout_s=10)
+
+
+def run_many(codes: list[str], *, timeout_s: float | None = None, memory_mb: int | None = None,
+             limits: SandboxLimits | None = None, workers: int | None = None, progress: bool = True,
+             desc: str = "sandbox") -> list[SandboxResult]:
+    """Run many programs concurrently; results in input order.
+
+    Each worker thread supervises one sandboxed process at a time, so `workers` programs run at
+    once (default: the CPU count). The work happens in the child processes; the threads only wait
+    on pipes, so a thread pool costs less than a process pool and needs no pickling or forking of
+    a process that may hold a model.
+    """
+    from tqdm.auto import tqdm
+
+    workers = workers or os.cpu_count() or 1
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    support((limits or SandboxLimits()).isolation)  # probe once, before the threads start
+    results: list[SandboxResult | None] = [None] * len(codes)
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            tqdm(total=len(codes), desc=desc, disable=not progress) as bar:
+        futures = {pool.submit(run, code, timeout_s=timeout_s, memory_mb=memory_mb, limits=limits): i
+                   for i, code in enumerate(codes)}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            bar.update(1)
+    return results  # type: ignore[return-value]
+
