@@ -7,6 +7,7 @@ namespace py = pybind11;
 
 void bind_ngrams(py::module_& m);
 void bind_block_manager(py::module_& m);
+void bind_decode_attention(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
     m.doc() = "reversalkit host-side hot loops (n-gram statistics, KV block allocator)";
@@ -15,5 +16,8 @@ PYBIND11_MODULE(_C, m) {
 #endif
 #if __has_include("block_manager.h")
     bind_block_manager(m);
+#endif
+#if __has_include("decode_attention.h")
+    bind_decode_attention(m);
 #endif
 }

@@ -1,0 +1,151 @@
+"""Backend choice and shared helpers for the log-prob and DPO kernels.
+
+Every public op takes `backend="auto" | "triton" | "torch"`:
+- "auto": Triton for CUDA tensors (when triton is installed), the chunked torch path otherwise.
+- "triton": the Triton kernels whatever the device. On CPU tensors this needs Triton's interpreter
+  (`TRITON_INTERPRET=1` set before triton is imported); tests use it to run the GPU code on CPU.
+- "torch": the chunked plain-torch path (the CPU path), also on CUDA tensors.
+
+The choice is an argument, never module state, so two callers in one process never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:  # triton is optional: the CPU path needs only torch
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - exercised only where triton is absent
+    triton = None
+    tl = None
+
+try:  # correctly rounded exp/log on CUDA; absent from Triton's interpreter (see `precise_math`)
+    from triton.language.extra import libdevice
+except ImportError:  # pragma: no cover - old triton or no triton
+    libdevice = None
+
+BACKENDS = ("auto", "triton", "torch")
+
+# Bytes of (rows, V) logits one chunk may hold. CPU: 64 MiB keeps a chunk's matmul efficient
+# (>= ~500 rows at V=32k) while the chunk stays far below the full logits; CUDA: 512 MiB gives
+# cuBLAS GEMMs of >= 2k rows at V=128k, where they run near peak.
+CPU_CHUNK_BYTES = 64 * 2**20
+CUDA_CHUNK_BYTES = 512 * 2**20
+
+
+def has_triton() -> bool:
+    return triton is not None
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def resolve_backend(backend: str, *tensors: torch.Tensor) -> str:
+    """Map "auto" | "triton" | "torch" to the path that runs: "triton" or "torch"."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+    on_cuda = any(t.is_cuda for t in tensors)
+    if backend == "auto":
+        return "triton" if on_cuda and has_triton() else "torch"
+    if backend == "triton":
+        if not has_triton():
+            raise ValueError("backend='triton' needs the triton package: pip install triton")
+        if not on_cuda and not interpreting():
+            raise ValueError(
+                "backend='triton' on CPU tensors needs Triton's interpreter: set TRITON_INTERPRET=1 before "
+                "triton is first imported, or use backend='torch' / move the tensors to CUDA"
+            )
+    return backend
+
+
+def precise_math(x: torch.Tensor) -> bool:
+    """Use libdevice exp/log in a kernel (constexpr PRECISE) for fp32 data on CUDA.
+
+    tl.exp on fp32 lowers to ex2.approx(x * log2e), whose relative error grows with |x| (about
+    |x| * 6e-8); that is invisible next to bf16 rounding but can exceed torch's own fp32 error.
+    The interpreter has no libdevice and computes exactly in numpy anyway.
+    """
+    return x.is_cuda and x.dtype in (torch.float32, torch.float64) and libdevice is not None
+
+
+def check_rows(name: str, x: torch.Tensor, targets: torch.Tensor) -> None:
+    """(N, D) input and (N,) integer targets on one device, with actionable messages."""
+    if x.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (N, ...), got shape {tuple(x.shape)}")
+    if targets.dim() != 1 or targets.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"targets must have shape ({x.shape[0]},) to match {name}, got {tuple(targets.shape)}"
+        )
+    if targets.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"targets must be int32 or int64 token ids, got {targets.dtype}")
+    if targets.device != x.device:
+        raise ValueError(f"targets are on {targets.device} but {name} is on {x.device}")
+
+
+def check_target_range(targets: torch.Tensor, vocab: int, ignore_index: int) -> None:
+    """Out-of-range ids would read outside a row; checked on CPU only (on CUDA it would force a sync)."""
+    if targets.is_cuda or targets.numel() == 0:
+        return
+    valid = targets[targets != ignore_index]
+    if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= vocab):
+        raise ValueError(
+            f"target ids must lie in [0, {vocab}) or equal ignore_index={ignore_index}; got range "
+            f"[{int(valid.min())}, {int(valid.max())}]"
+        )
+
+
+def chunk_rows(n_rows: int, vocab: int, device: torch.device, chunk_size: int | None) -> int:
+    """Rows per chunk: the caller's `chunk_size`, else as many as fit the device's logits budget (fp32)."""
+    if chunk_size is not None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
+        return min(chunk_size, max(n_rows, 1))
+    budget = CUDA_CHUNK_BYTES if device.type == "cuda" else CPU_CHUNK_BYTES
+    return max(1, min(max(n_rows, 1), budget // (4 * max(vocab, 1))))
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """Matmul dtype: the input's on CUDA (tensor cores, fp32 accumulate); fp32 on CPU, where bf16/fp16
+    GEMMs are slow and accumulate less exactly."""
+    if x.is_cuda or x.dtype == torch.float64:
+        return x.dtype
+    return torch.float32
+
+
+def addmm_fp32_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """acc += a @ b with acc fp32 and a, b possibly bf16/fp16, without rounding a @ b to 16 bits."""
+    if a.dtype == acc.dtype:
+        acc.addmm_(a, b)
+        return
+    if acc.is_cuda:
+        try:  # cuBLAS accumulates in fp32 and adds into the fp32 acc directly (torch >= 2.8)
+            torch.addmm(acc, a, b, out_dtype=acc.dtype, out=acc)
+            return
+        except (TypeError, RuntimeError):
+            pass
+        try:
+            acc.add_(torch.mm(a, b, out_dtype=acc.dtype))
+            return
+        except (TypeError, RuntimeError):
+            pass
+    acc.addmm_(a.to(acc.dtype), b.to(acc.dtype))  # exact, at the cost of fp32 copies of a and b
+
+
+def mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """out = a @ b, rounding once to out's dtype (fp32 accumulation inside the GEMM)."""
+    if a.dtype == out.dtype:
+        torch.mm(a, b, out=out)
+        return
+    if out.is_cuda and out.dtype == torch.float32:
+        try:
+            torch.mm(a, b, out_dtype=out.dtype, out=out)
+            return
+        except (TypeError, RuntimeError):
+            pass
+        out.copy_(torch.mm(a.float(), b.float()))
+        return
+    out.copy_(torch.mm(a, b))  # a wider than out (fp32 compute, bf16/fp16 weight): one rounding

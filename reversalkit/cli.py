@@ -1,0 +1,219 @@
+"""The `reversalkit` command: study, sample, eval, report.
+
+    reversalkit study --preset tiny [--out runs/tiny]          # the embedded default (CPU, no downloads)
+    reversalkit study --config study.yaml --set iterations=3 --set sft_train.lr=1e-4 [--fresh]
+    reversalkit study --preset tiny --list-options             # every config key with its help
+    reversalkit sample --model runs/tiny/nodes/m1/model --task synthetic --split test --n 8 --out s.jsonl
+    reversalkit eval --model runs/tiny/nodes/m1/model --preset tiny [--set eval_samples=4] [--out m.json]
+    reversalkit report runs/tiny
+
+Options of `study` and `eval` come from `StudyConfig` (a preset or YAML file, then `--set`
+overrides with dotted keys for nested configs); rerunning `study` on the same --out resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", help="built-in preset (tiny, gsm8k)")
+    src.add_argument("--config", type=Path, help="study config YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable; dotted keys for nested configs, e.g. "
+                        "sft_train.lr=1e-4; values parse as YAML)")
+    p.add_argument("--list-options", action="store_true",
+                   help="print every config key with its help and exit")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reversalkit", description=__doc__.split("\n")[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    st = sub.add_parser("study", help="run or resume an iterative self-improvement study")
+    _config_args(st)
+    st.add_argument("--out", help="run directory (overrides out_dir)")
+    st.add_argument("--fresh", action="store_true", help="delete an existing run in --out and start over")
+    st.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+
+    sa = sub.add_parser("sample", help="sample completions from a checkpoint and check them")
+    sa.add_argument("--model", required=True, help="checkpoint directory or HF id")
+    sa.add_argument("--task", default="synthetic")
+    sa.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="task constructor option (repeatable; values parse as YAML)")
+    sa.add_argument("--split", default="test")
+    sa.add_argument("--limit", type=int, default=None, help="first N problems")
+    sa.add_argument("--n", type=int, default=1, help="completions per problem")
+    sa.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    sa.add_argument("--top-p", type=float, default=1.0)
+    sa.add_argument("--max-new-tokens", type=int, default=256)
+    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--device", default="auto")
+    sa.add_argument("--out", type=Path, help="write JSON lines here (default: stdout)")
+
+    ev = sub.add_parser("eval", help="evaluate one checkpoint the way a study evaluates an iterate")
+    ev.add_argument("--model", required=True, help="checkpoint directory or HF id")
+    _config_args(ev)
+    ev.add_argument("--out", type=Path, help="write the metrics JSON here")
+
+    rp = sub.add_parser("report", help="(re)build report.md / index.html of a run directory")
+    rp.add_argument("run_dir", type=Path)
+    return parser
+
+
+def load_config(args: argparse.Namespace):
+    from reversalkit.study.config import StudyConfig  # noqa: PLC0415
+
+    if args.config is not None:
+        cfg = StudyConfig.from_yaml(args.config)
+    else:
+        cfg = StudyConfig.preset(args.preset) if args.preset else StudyConfig()
+    return cfg.with_overrides(args.overrides) if args.overrides else cfg
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from reversalkit.study.config import StudyConfig  # noqa: PLC0415
+
+    if args.list_options:
+        print("\n".join(StudyConfig.help_lines()))
+        return 0
+    if args.preset is None and args.config is None:
+        print("reversalkit study: give --preset NAME (e.g. tiny) or --config FILE.yaml", file=sys.stderr)
+        return 2
+    cfg = load_config(args)
+    if args.out:
+        cfg = cfg.replace(out_dir=args.out)
+    if args.quiet:
+        cfg = cfg.replace(progress=False)
+    if args.dry_run:
+        print(cfg.to_yaml(), end="")
+        return 0
+    from reversalkit.study.loop import Study  # noqa: PLC0415
+
+    Study(cfg, fresh=args.fresh).run()
+    print(f"report: {Path(cfg.out_dir) / 'report' / 'report.md'}")
+    return 0
+
+
+def _kv(items: list[str]) -> dict[str, Any]:
+    import yaml  # noqa: PLC0415
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"{item!r} must look like key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def _load_checkpoint(spec: str, device: str):
+    from reversalkit import models  # noqa: PLC0415
+    from reversalkit.study.stages import resolve_device  # noqa: PLC0415
+
+    dev = resolve_device(device)
+    return models.load_model(spec, device=dev, dtype="auto"), models.load_tokenizer(spec), dev
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from reversalkit.engine import Engine  # noqa: PLC0415
+    from reversalkit.study import rollout  # noqa: PLC0415
+    from reversalkit.tasks import get_task  # noqa: PLC0415
+
+    task = get_task(args.task, **_kv(args.task_option))
+    problems = task.load(args.split)[: args.limit] if args.limit else task.load(args.split)
+    model, tok, dev = _load_checkpoint(args.model, args.device)
+    engine = Engine(model, tok, device=dev)
+    records = rollout.generate(engine, task, problems, n=args.n, temperature=args.temperature,
+                               top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                               progress=not args.quiet)
+    rollout.reward(task, problems, records)
+    lines = "".join(json.dumps(r) + "\n" for r in records)
+    if args.out:
+        args.out.write_text(lines)
+    else:
+        sys.stdout.write(lines)
+    acc = sum(r["correct"] for r in records) / max(1, len(records))
+    print(f"{len(records)} completions for {len(problems)} problems, {acc:.3f} correct", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from reversalkit.engine import Engine  # noqa: PLC0415
+    from reversalkit.metrics import load_sentence_model  # noqa: PLC0415
+    from reversalkit.study import StudyConfig, stages  # noqa: PLC0415
+    from reversalkit.study.tables import fmt_ci  # noqa: PLC0415
+    from reversalkit.study.workspace import load_eval_sets  # noqa: PLC0415
+    from reversalkit.tasks import get_task  # noqa: PLC0415
+
+    if args.list_options:
+        print("\n".join(StudyConfig.help_lines()))
+        return 0
+    cfg = load_config(args)
+    if args.quiet:
+        cfg = cfg.replace(progress=False)
+    if cfg.num_threads:
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(cfg.num_threads)
+    task = get_task(cfg.task, **dict(cfg.task_options))
+    model, tok, dev = _load_checkpoint(args.model, cfg.device)
+    engine = Engine(model, tok, device=dev, block_size=cfg.block_size, kv_cache_memory=cfg.kv_cache_memory)
+    sbert = None if cfg.sbert_model.lower() == "none" else load_sentence_model(
+        None if cfg.sbert_model == "default" else cfg.sbert_model, device=dev)
+    out = {}
+    for split, (t, problems) in load_eval_sets(cfg, task).items():
+        metrics, _, _ = stages.evaluate_set(engine, t, problems, cfg, split, sbert=sbert,
+                                            progress=cfg.progress)
+        out[split] = metrics
+        div = metrics.get("diversity", {}).get("correct", {})
+        print(f"{split}: pass@1 {fmt_ci(metrics['pass1'])}  "
+              f"distinct-n (correct) {fmt_ci(div.get('distinct_n'))}  "
+              f"SBERT (correct) {fmt_ci(div.get('sbert'))}")
+    if args.out:
+        args.out.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reversalkit.study.report import write_report  # noqa: PLC0415
+    from reversalkit.study.results import collect_results  # noqa: PLC0415
+    from reversalkit.study.store import RunStore  # noqa: PLC0415
+    from reversalkit.study.tables import terminal_summary  # noqa: PLC0415
+
+    store = RunStore.read_only(args.run_dir)
+    results = collect_results(store)
+    md = write_report(results, store.path("report"))
+    print(terminal_summary(results))
+    print(f"report: {md}")
+    return 0
+
+
+COMMANDS = {"study": cmd_study, "sample": cmd_sample, "eval": cmd_eval, "report": cmd_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    from reversalkit.study.store import RunLockedError  # noqa: PLC0415
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError, RunLockedError) as exc:
+        print(f"reversalkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""The sampler facade: `Engine(model, tokenizer).generate(prompts, SamplingParams(...))`.
+
+A generate() call first computes the prompts' longest common prefix once (the few-shot prefix)
+and pins its KV blocks, then runs steps until every sample is done. A step is schedule -> run ->
+sample -> postprocess (see `_step`). Weights are copied out of the transformers model;
+`load_weights` refreshes them after a training round without touching disk.
+
+    engine = Engine(hf_model, tokenizer)
+    outs = engine.generate(prompts, SamplingParams(n=8, temperature=0.75, top_p=0.95, max_new_tokens=128))
+    outs[i][j].text, outs[i][j].token_ids, outs[i][j].finish_reason
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from collections.abc import Sequence as Seq
+
+import torch
+
+from reversalkit.engine.block_manager import make_block_manager
+from reversalkit.engine.host import keep_freed_memory
+from reversalkit.engine.model import LlamaFamilyModel
+from reversalkit.engine.runner import ModelRunner
+from reversalkit.engine.sampling import Sampler, StopChecker, request_key
+from reversalkit.engine.scheduler import Scheduler, SchedulerConfig
+from reversalkit.engine.sequence import Completion, SamplingParams, Sequence
+from reversalkit.engine.tokenizer import TokenizerAdapter
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+_CPU_KV_CAP = 2 << 30  # default paged-cache bytes on CPU at most
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def _resolve_dtype(dtype) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be a torch.dtype or one of {sorted(_DTYPES)}, got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+def _load_hf(path, dtype):
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"model checkpoint directory {path} does not exist")
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
+
+
+def _eos_ids(hf_model) -> list[int]:
+    """EOS ids as transformers' generate uses them: generation config first, then model config."""
+    for src in (getattr(hf_model, "generation_config", None), hf_model.config):
+        eos = getattr(src, "eos_token_id", None) if src is not None else None
+        if eos is not None:
+            return [eos] if isinstance(eos, int) else [int(e) for e in eos]
+    return []
+
+
+class Engine:
+    """Paged-KV batched sampler for Llama-family causal LMs.
+
+    model: a transformers Llama/Mistral/Qwen2 causal LM or a local checkpoint directory.
+    tokenizer: a transformers tokenizer or a `tokenizers.Tokenizer` (None: token-id prompts only,
+        empty texts). Loaded from the checkpoint directory when model is a path that holds one.
+    device, dtype: default to the model's. block_size: tokens per KV block.
+    kv_cache_memory: bytes for the paged KV cache, or a float in (0, 1] for that fraction of the
+        free accelerator memory; default: room for max_num_seqs full-length sequences on CPU
+        (at most 2 GiB), 90% of free memory on CUDA. On CPU the decode rows (attention.RowKV)
+        take about as much again.
+    max_num_seqs, max_num_batched_tokens: scheduler limits (defaults 256 / 4096 on CPU, 512 / 16384
+        on CUDA). decode_backend: "auto", "rows", "triton" or "reference" (see runner.py).
+    cuda_graphs: replay the decode step as CUDA graphs (CUDA only; falls back to eager on failure).
+    tune_malloc: keep freed heap memory for reuse (process-wide glibc setting, see host.py);
+        default True on CPU, where it removes page faults from every decode step.
+    prefer_native: use the C++ block manager when reversalkit._C is built.
+    """
+
+    def __init__(self, model, tokenizer=None, *, device=None, dtype=None, block_size: int = 16,
+                 kv_cache_memory: int | float | None = None, max_num_seqs: int | None = None,
+                 max_num_batched_tokens: int | None = None, decode_backend: str = "auto",
+                 cuda_graphs: bool = True, tune_malloc: bool | None = None, prefer_native: bool = True):
+        dtype = _resolve_dtype(dtype)
+        if isinstance(model, (str, os.PathLike)):
+            path = str(model)
+            model = _load_hf(path, dtype)
+            if tokenizer is None and any(os.path.exists(os.path.join(path, f)) for f in _TOKENIZER_FILES):
+                tokenizer = path
+        if not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+        self.tokenizer = TokenizerAdapter(tokenizer)
+        self.model = LlamaFamilyModel.from_hf(model, device=device, dtype=dtype)
+        self.device = self.model.device
+        self.eos_ids = _eos_ids(model)
+        self._eos = torch.tensor(self.eos_ids, dtype=torch.int64, device=self.device)
+        cuda = self.device.type == "cuda"
+        sched = SchedulerConfig(max_num_seqs=max_num_seqs or (512 if cuda else 256),
+                                max_num_batched_tokens=max_num_batched_tokens or (16384 if cuda else 4096))
+        spec = self.model.spec
+        self.max_model_len = spec.max_position
+        self.block_size = block_size
+        bytes_per_block = 2 * spec.num_layers * block_size * spec.num_kv_heads * spec.head_dim * \
+            self.model.dtype.itemsize
+        budget = self._kv_budget(kv_cache_memory, sched.max_num_seqs, bytes_per_block)
+        self.num_blocks = int(budget // bytes_per_block) - 1  # the runner adds a scratch block
+        if self.num_blocks < 1:
+            raise ValueError(
+                f"kv_cache_memory={kv_cache_memory!r} holds no KV block of {bytes_per_block} bytes")
+        self.block_manager = make_block_manager(self.num_blocks, block_size, prefer_native=prefer_native)
+        self.scheduler = Scheduler(self.block_manager, sched)
+        self.runner = ModelRunner(self.model, num_blocks=self.num_blocks, block_size=block_size,
+                                  max_rows=sched.max_num_seqs, decode_backend=decode_backend,
+                                  cuda_graphs=cuda_graphs)
+        if tune_malloc if tune_malloc is not None else not cuda:
+            keep_freed_memory()
+        self.stats: dict[str, float] = {}
+
+    def _kv_budget(self, kv_cache_memory, max_num_seqs: int, bytes_per_block: int) -> int:
+        if isinstance(kv_cache_memory, float):
+            if not 0 < kv_cache_memory <= 1:
+                raise ValueError(f"a float kv_cache_memory is a fraction in (0, 1], got {kv_cache_memory}")
+            if self.device.type != "cuda":
+                raise ValueError("a fractional kv_cache_memory needs a CUDA device; give bytes on CPU")
+            return int(torch.cuda.mem_get_info(self.device)[0] * kv_cache_memory)
+        if kv_cache_memory is not None:
+            if kv_cache_memory <= 0:
+                raise ValueError(f"kv_cache_memory must be positive, got {kv_cache_memory}")
+            return int(kv_cache_memory)
+        if self.device.type == "cuda":
+            return int(torch.cuda.mem_get_info(self.device)[0] * 0.9)
+        blocks_per_seq = -(-self.max_model_len // self.block_size)
+        # room for every row at full context, capped: past the cap, preemption takes over
+        return min(int(1.1 * max_num_seqs * blocks_per_seq * bytes_per_block), _CPU_KV_CAP)
+
+    # ---- public API ----
+    def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Refresh the weights from a transformers-style state dict; cached prefix KV is dropped."""
+        self.model.load_weights(state_dict)
+        self.block_manager.reset()
+
+    def generate(self, prompts: Seq[str] | Seq[Seq[int]], params: SamplingParams | None = None,
+                 progress: bool = True) -> list[list[Completion]]:
+        """One list of params.n completions per prompt, in prompt order."""
+        params = params if params is not None else SamplingParams()
+        if not isinstance(params, SamplingParams):
+            raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
+        ids = self._prompt_ids(prompts)
+        self._check_fits(ids, params)
+        seed = params.seed if params.seed is not None else secrets.randbits(63)
+        prefix_table = self._pin_prefix(ids, params)
+        sched = self.scheduler
+        for i, p in enumerate(ids):
+            limit = min(len(p) + params.max_new_tokens, self.max_model_len)
+            sched.add(Sequence(seq_id=sched.new_id(), request_id=i, sample_index=0, token_ids=list(p),
+                               num_prompt_tokens=len(p), max_tokens=limit, rng_key=request_key(seed, p),
+                               num_children=params.n, token_logprobs=[] if params.logprobs else None))
+        self._sampler = Sampler(params)
+        self._stops = StopChecker(params.stop, self.tokenizer.decode_raw, self.model.spec.vocab_size,
+                                  self.device)
+        self._results: dict[tuple[int, int], Completion] = {}
+        try:
+            self._run(len(ids) * params.n, progress)
+        finally:
+            self._abort_leftovers()
+            if prefix_table:
+                self.block_manager.free(prefix_table)
+        return [[self._results[(i, j)] for j in range(params.n)] for i in range(len(ids))]
+
+    # ---- input handling ----
+    def _prompt_ids(self, prompts) -> list[list[int]]:
+        if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Seq):
+            raise TypeError("prompts must be a list of strings or of token-id lists, got "
+                            f"{type(prompts).__name__}; wrap a single prompt in a list")
+        if len(prompts) == 0:
+            raise ValueError("prompts is empty: give at least one prompt")
+        V = self.model.spec.vocab_size
+        out = []
+        for i, p in enumerate(prompts):
+            ids = self.tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p]
+            if not ids:
+                raise ValueError(f"prompt {i} has no tokens")
+            if min(ids) < 0 or max(ids) >= V:
+                raise ValueError(f"prompt {i} holds token ids outside [0, {V})")
+            if len(ids) >= self.max_model_len:
+                raise ValueError(
+                    f"prompt {i} has {len(ids)} tokens but the model's context is {self.max_model_len}, "
+                    "leaving no room to generate; shorten the prompt")
+            out.append(ids)
+        return out
+
+    def _check_fits(self, ids: list[list[int]], params: SamplingParams) -> None:
+        cfg = self.scheduler.cfg
+        if params.n > cfg.max_num_seqs:
+            raise ValueError(f"n={params.n} exceeds max_num_seqs={cfg.max_num_seqs}: all samples of a prompt "
+                             "start together; raise max_num_seqs")
+        longest = max(min(len(p) + params.max_new_tokens, self.max_model_len) for p in ids)
+        need = -(-longest // self.block_size) + params.n
+        if need > self.num_blocks:
+            raise ValueError(
+                f"the KV cache holds {self.num_blocks} blocks of {self.block_size} tokens, but one prompt "
+                f"with its {params.n} samples needs {need}; raise kv_cache_memory")
+
+    def _pin_prefix(self, ids: list[list[int]], params: SamplingParams) -> list[int]:
+        """Compute the prompts' common prefix (whole blocks, short of every prompt's last token)
+        once and keep its blocks referenced for the call."""
+        first = ids[0]
+        lcp = min(len(p) for p in ids) - 1
+        for p in ids[1:]:
+            k = 0
+            while k < lcp and p[k] == first[k]:
+                k += 1
+            lcp = k
+        prefix_len = lcp // self.block_size * self.block_size
+        if len(ids) * params.n < 2 or prefix_len == 0:
+            self.runner.begin([], 0, self._max_total(ids, params))
+            return []
+        pre = Sequence(seq_id=-1, request_id=-1, sample_index=0, token_ids=first[:prefix_len],
+                       num_prompt_tokens=prefix_len, max_tokens=prefix_len, rng_key=0)
+        pre.block_table, pre.num_cached_tokens = self.block_manager.allocate(pre.token_ids)
+        self.runner.prefill([pre])
+        self.scheduler.seal(pre, pre.num_cached_tokens // self.block_size, prefix_len // self.block_size)
+        self.runner.begin(pre.block_table, prefix_len, self._max_total(ids, params))
+        return pre.block_table
+
+    def _max_total(self, ids, params) -> int:
+        return min(max(len(p) for p in ids) + params.max_new_tokens, self.max_model_len)
+
+    # ---- the loop ----
+    def _run(self, total: int, progress: bool) -> None:
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm  # noqa: PLC0415
+
+            bar = tqdm(total=total, desc="sampling", unit="seq", dynamic_ncols=True)
+        t0 = last = time.perf_counter()
+        self._tokens = 0
+        done = 0
+        while self.scheduler.has_work():
+            finished = self._step()
+            done += finished
+            if bar is not None:
+                bar.update(finished)
+                now = time.perf_counter()
+                if now - last > 0.5:
+                    bar.set_postfix_str(f"{self._tokens / (now - t0):,.0f} tok/s")
+                    last = now
+        elapsed = time.perf_counter() - t0
+        self.stats = {"tokens": self._tokens, "seconds": elapsed,
+                      "tokens_per_s": self._tokens / max(elapsed, 1e-9),
+                      "preemptions": self.scheduler.num_preemptions}
+        if bar is not None:
+            bar.set_postfix_str(f"{self.stats['tokens_per_s']:,.0f} tok/s")
+            bar.close()
+
+    def _step(self) -> int:
+        """schedule -> run -> sample -> postprocess; returns the number of finished samples."""
+        sched, run = self.scheduler, self.runner
+        if sched.wants_prefill():
+            batch = sched.schedule_prefill()
+            if batch:
+                logits = run.prefill(batch)  # (P, V)
+                adm = sched.admit(batch)
+                run.cache.copy_blocks(adm.copy_src, adm.copy_dst)
+                run.init_rows(adm, batch)
+                if len(adm.children) != len(batch):
+                    logits = logits[torch.tensor(adm.parent_index, device=logits.device)]
+                return self._sample(adm.children, adm.first_row, logits, decode=False)
+            if not sched.running:
+                raise RuntimeError("the next waiting prompt does not fit in the free KV blocks although "
+                                   "nothing else runs; raise kv_cache_memory")
+        B = len(sched.running)
+        needy = (run.row_pos[:B] % self.block_size == 0).nonzero().flatten().tolist()
+        moves, updates = sched.prepare_decode(needy)
+        run.apply_moves(moves)
+        run.set_blocks(updates)
+        B = len(sched.running)
+        return self._sample(sched.running, 0, run.decode(B), decode=True)
+
+    def _sample(self, seqs: list[Sequence], first_row: int, logits: torch.Tensor, decode: bool) -> int:
+        """Sample rows first_row.. (seqs in row order), detect finished samples, update the state."""
+        k = len(seqs)
+        run = self.runner
+        rows = slice(first_row, first_row + k)
+        tokens, logprobs = self._sampler(logits, run.row_keys[rows], run.row_gen[rows])
+        run.row_tokens[rows] = tokens
+        run.row_gen[rows] += 1
+        pos = run.row_pos[rows]  # position of the sampled token
+        finished = dict.fromkeys((pos + 1 >= run.row_limit[rows]).nonzero().flatten().tolist(), "length")
+        if self.eos_ids:
+            finished.update(dict.fromkeys(torch.isin(tokens, self._eos).nonzero().flatten().tolist(), "stop"))
+        tok_list = tokens.tolist()
+        for i in self._stops.candidates(tokens):
+            s = seqs[i]
+            if self._stops.hit(s.token_ids[s.num_prompt_tokens:] + [tok_list[i]]):
+                finished[i] = "stop"
+        seal = []  # blocks that the decoded input token completed, when its KV is in the paged cache
+        if decode and run.seals_decoded:
+            seal = (pos % self.block_size == 0).nonzero().flatten().tolist()
+        lp = None if logprobs is None else logprobs.tolist()
+        done, moves = self.scheduler.postprocess(first_row, tok_list, lp, finished, seal)
+        run.apply_moves(moves)
+        self._tokens += k
+        for seq in done:
+            self._finish(seq)
+        return len(done)
+
+    def _finish(self, seq: Sequence) -> None:
+        gen = seq.generated
+        text = self.tokenizer.decode(gen)
+        if seq.finish_reason == "stop" and self._stops.stop:
+            text = self._stops.truncate(text)
+        lp = seq.cumulative_logprob if seq.token_logprobs is not None else None
+        self._results[(seq.request_id, seq.sample_index)] = Completion(text, gen, lp, seq.finish_reason,
+                                                                      seq.token_logprobs)
+
+    def _abort_leftovers(self) -> None:
+        """After an error: release every block so the engine stays usable."""
+        sched = self.scheduler
+        for seq in list(sched.running) + list(sched.waiting):
+            if seq.block_table:
+                self.block_manager.free(seq.block_table)
+                seq.block_table = []
+        sched.running.clear()
+        sched.waiting.clear()

@@ -1,0 +1,40 @@
+"""One encode/decode interface over the tokenizers the sampler accepts: a transformers tokenizer,
+a `tokenizers.Tokenizer`, a directory to load one from, or None (token-id prompts, empty texts)."""
+
+from __future__ import annotations
+
+import os
+
+
+class TokenizerAdapter:
+    def __init__(self, tokenizer):
+        if isinstance(tokenizer, (str, os.PathLike)):
+            from transformers import AutoTokenizer  # noqa: PLC0415
+
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+        self.tok = tokenizer
+        self._fast = tokenizer is not None and type(tokenizer).__module__.startswith("tokenizers")
+        if tokenizer is not None and not (hasattr(tokenizer, "encode") and hasattr(tokenizer, "decode")):
+            raise TypeError(f"tokenizer must have encode() and decode(), got {type(tokenizer).__name__}")
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return getattr(self.tok, "eos_token_id", None)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a prompt, with the special tokens the tokenizer adds (e.g. BOS)."""
+        if self.tok is None:
+            raise ValueError("string prompts need a tokenizer; pass one to Engine or give token-id lists")
+        if self._fast:
+            return list(self.tok.encode(text).ids)
+        return list(self.tok.encode(text))
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of generated ids, special tokens removed."""
+        if self.tok is None:
+            return ""
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+    def decode_raw(self, ids: list[int]) -> str:
+        """Same as decode; used by the stop-string check (kept separate so a faster one can slot in)."""
+        return self.decode(ids)

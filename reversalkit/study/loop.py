@@ -1,0 +1,205 @@
+"""`Study(config).run()`: M1 once, then T-1 rounds of each method, evaluated, stored, resumable.
+
+Steps and their artifacts (under the run directory, see `store.py`):
+    m1/train        nodes/m1/model/ (safetensors + tokenizer), nodes/m1/round.json
+    <node>/eval     nodes/<node>/eval.json, nodes/<node>/eval/<split>.{greedy,samples}.jsonl.gz
+    <node>/sample   nodes/<node>/train_samples.jsonl.gz (+ .json: coverage), the next round's raw data
+    <node>/ref      nodes/<child>/ref_logps.safetensors (DPO reference log-probs, computed once)
+    <node>/train    nodes/<node>/model/, nodes/<node>/round.json (D_t statistics, training record)
+A step is skipped when the manifest lists it, so rerunning the same command resumes after the
+last finished step. Every number depends only on stored artifacts and seeds derived from the
+lineage, which is why a resumed run reproduces an uninterrupted one.
+
+Scale-out: sampling and evaluation are functions over problem lists (`stages`), and all writes
+go through one `RunStore`, so a torchrun version shards problems across ranks and lets rank 0 write.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import safetensors.torch
+import torch
+
+from reversalkit.study import stages
+from reversalkit.study.config import NON_RESULT_KEYS, StudyConfig
+from reversalkit.study.plan import ROOT, Node, method_nodes, node_dir
+from reversalkit.study.report import write_report
+from reversalkit.study.results import ID_SPLIT, collect_results
+from reversalkit.study.store import RunStore
+from reversalkit.study.tables import terminal_summary
+from reversalkit.study.workspace import Workspace
+
+log = logging.getLogger("reversalkit.study")
+EventHook = Callable[[str, str], None]
+
+
+class Study:
+    """One study run. `on_event(kind, name)` is called with kind 'step_start', 'artifact' (a file
+    or directory just landed) and 'step_done'; `task` / `ood_tasks` accept task objects that
+    override the config's task names (user-defined tasks)."""
+
+    def __init__(self, config: StudyConfig, *, fresh: bool = False, on_event: EventHook | None = None,
+                 task: Any = None, ood_tasks: dict[str, Any] | None = None, print_summary: bool = True):
+        self.cfg = config
+        self.fresh = fresh
+        self.on_event = on_event or (lambda kind, name: None)
+        self.task_override = task
+        self.ood_override = ood_tasks or {}
+        self.print_summary = print_summary
+        self.store: RunStore | None = None
+        self.ws: Workspace | None = None
+
+    # ---- driver --------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run (or resume) the study; returns the results dict (also in results.json)."""
+        cfg = self.cfg
+        store = RunStore.open(cfg.out_dir, cfg.to_dict(), fresh=self.fresh,
+                              ignore_keys=NON_RESULT_KEYS)
+        store.on_write = lambda rel: self.on_event("artifact", rel)
+        handler = _file_handler(store)
+        self.store = store
+        threads, started = torch.get_num_threads(), time.perf_counter()
+        if cfg.num_threads is not None:
+            torch.set_num_threads(cfg.num_threads)
+        try:
+            log.info("study in %s (%d steps already done)", store.root, len(store.steps()))
+            self.ws = Workspace(cfg, store, task=self.task_override, ood_tasks=self.ood_override)
+            self._step("m1/train", self._train_m1)
+            self._step("m1/eval", lambda: self._evaluate(ROOT))
+            for method in cfg.methods:
+                for node in method_nodes(cfg.round_kinds(method))[1:]:
+                    self._round(node)
+            results = collect_results(store, cfg)
+            store.write_json("results.json", results)
+            write_report(results, store.path("report"))
+            log.info("report: %s (this invocation took %.0f s)", store.path("report/report.md"),
+                     time.perf_counter() - started)
+            if self.print_summary:
+                print(terminal_summary(results))
+            return results
+        finally:
+            torch.set_num_threads(threads)
+            logging.getLogger("reversalkit").removeHandler(handler)
+            handler.close()
+            if self.ws is not None:
+                self.ws.close()
+            store.close()
+
+    def _step(self, name: str, fn: Callable[[], dict[str, Any] | None]) -> None:
+        assert self.store is not None
+        if self.store.is_done(name):
+            return
+        self.on_event("step_start", name)
+        t0, c0 = time.perf_counter(), time.process_time()
+        info = fn() or {}
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        self.store.mark_done(name, seconds=round(seconds, 3), cpu_seconds=round(cpu, 3), **info)
+        log.info("step %s done in %.1f s (%.1f s CPU)", name, seconds, cpu)
+        self.on_event("step_done", name)
+
+    def _round(self, node: Node) -> None:
+        assert node.parent is not None and node.kind is not None
+        self._step(f"{node.parent}/sample", lambda: self._sample(node.parent))
+        if node.kind == "dpo":
+            self._step(f"{node.name}/ref", lambda: self._reference(node))
+        self._step(f"{node.name}/train", lambda: self._train(node))
+        self._step(f"{node.name}/eval", lambda: self._evaluate(node.name))
+
+    # ---- steps ---------------------------------------------------------------------------
+    def _train_m1(self) -> dict[str, Any]:
+        ws = self.ws
+        model, tok = ws.base_model()
+        record = stages.train_m1(model, tok, ws.task, ws.train, self.cfg, progress=self.cfg.progress)
+        ws.save_node(ROOT)
+        self.store.write_json(f"{node_dir(ROOT)}/round.json", {"kind": None, "parent": None, "train": record})
+        return {"train_steps": record.get("steps")}
+
+    def _sample(self, name: str) -> dict[str, Any]:
+        ws, cfg = self.ws, self.cfg
+        engine = ws.engine_for(name)
+        records = stages.sample_train(engine, ws.task, ws.sample_problems, cfg, name, progress=cfg.progress)
+        self.store.write_jsonl(f"{node_dir(name)}/train_samples.jsonl.gz", records)
+        from reversalkit.study.evaluate import coverage_summary  # noqa: PLC0415
+
+        summary = coverage_summary(records, n_boot=cfg.bootstrap, ci=cfg.ci, seed=cfg.seed)
+        self.store.write_json(f"{node_dir(name)}/train_samples.json", summary)
+        log.info("%s: coverage on train %.3f (%d/%d samples correct)", name, summary["coverage"]["mean"],
+                 summary["correct"], summary["samples"])
+        return {"coverage": summary["coverage"]["mean"]}
+
+    def _round_data(self, node: Node) -> tuple[list[Any], dict[str, Any]]:
+        samples = self.store.read_jsonl(f"{node_dir(node.parent)}/train_samples.jsonl.gz")
+        return stages.round_data(self.cfg, node.kind, node.name, samples, self.ws.train_by_id, self.ws.task)
+
+    def _reference(self, node: Node) -> dict[str, Any]:
+        ws = self.ws
+        pairs, stats = self._round_data(node)
+        ref_node = node.parent if self.cfg.reference == "previous" else ROOT
+        model, tok = ws.model_at(ref_node)
+        tcfg = stages.round_train_config(self.cfg, "dpo", node.name)
+        ref = stages.compute_reference(model, tok, pairs, tcfg) if pairs else torch.zeros(0, 2)
+        data = safetensors.torch.save(_ref_tensors(ref))
+        self.store.write_bytes(f"{node_dir(node.name)}/ref_logps.safetensors", data)
+        return {"pairs": stats["pairs"], "reference": ref_node}
+
+    def _train(self, node: Node) -> dict[str, Any]:
+        ws, cfg = self.ws, self.cfg
+        data, stats = self._round_data(node)
+        ref = None
+        if node.kind == "dpo":
+            raw = self.store.path(f"{node_dir(node.name)}/ref_logps.safetensors").read_bytes()
+            ref = safetensors.torch.load(raw)["ref_logps"]
+            if ref.shape[0] != len(data):
+                raise RuntimeError(f"cached reference log-probs of {node.name} hold {ref.shape[0]} pairs, "
+                                   f"D_t has {len(data)}; rerun with --fresh")
+        start = node.parent if cfg.init == "continue" else ROOT
+        model, tok = ws.model_at(start)
+        tcfg = stages.round_train_config(cfg, node.kind, node.name)
+        log.info("%s: %s round on %s from %s", node.name, node.kind, stats, start)
+        ws.mark_training()
+        record = stages.train_round(model, tok, node.kind, data, tcfg, ref, progress=cfg.progress)
+        ws.save_node(node.name)
+        self.store.write_json(f"{node_dir(node.name)}/round.json",
+                              {"kind": node.kind, "parent": node.parent, "start": start, "data": stats,
+                               "train": record})
+        return {"train_steps": record.get("steps")}
+
+    def _evaluate(self, name: str) -> dict[str, Any]:
+        ws, cfg, store = self.ws, self.cfg, self.store
+        engine = ws.engine_for(name)
+        splits, transitions = {}, {}
+        for split, (task, problems) in ws.eval_sets.items():
+            metrics, greedy, samples = stages.evaluate_set(engine, task, problems, cfg, split,
+                                                           sbert=ws.sbert(), progress=cfg.progress)
+            base = f"{node_dir(name)}/eval/{split}"
+            store.write_jsonl(f"{base}.greedy.jsonl.gz", greedy)
+            store.write_jsonl(f"{base}.samples.jsonl.gz", samples)
+            splits[split] = metrics
+            if name != ROOT:
+                m1 = f"{node_dir(ROOT)}/eval/{split}"
+                from reversalkit.study.evaluate import transition_summary  # noqa: PLC0415
+
+                transitions[split] = transition_summary(store.read_jsonl(f"{m1}.greedy.jsonl.gz"), greedy,
+                                                        store.read_jsonl(f"{m1}.samples.jsonl.gz"), cfg.ks)
+        store.write_json(f"{node_dir(name)}/eval.json", {"splits": splits, "transitions": transitions})
+        p1 = {s: m["pass1"]["mean"] for s, m in splits.items()}
+        log.info("%s: greedy pass@1 %s", name, ", ".join(f"{s} {v:.3f}" for s, v in p1.items()))
+        return {"pass1": p1.get(ID_SPLIT)}
+
+
+def _ref_tensors(ref: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"ref_logps": ref.contiguous()}
+
+
+def _file_handler(store: RunStore) -> logging.Handler:
+    handler = logging.FileHandler(store.path("study.log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("reversalkit")
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    return handler

@@ -1,0 +1,156 @@
+"""The stages of a study as functions: build M0, train M1, build D_t, train a round, evaluate.
+
+Each takes what it needs explicitly (model, tokenizer, engine, problems, configs, seeds) and
+returns plain data; the loop (`reversalkit.study.loop`) decides what runs when and stores results.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from reversalkit.study import evaluate, rollout
+from reversalkit.study.config import StudyConfig
+from reversalkit.study.data import build_pairs, select_sft
+from reversalkit.study.plan import derive_seed
+from reversalkit.train import DPOPair, SFTExample, TrainConfig, reference_logprobs, train_dpo, train_sft
+
+log = logging.getLogger("reversalkit.study")
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use device: cpu")
+    return device
+
+
+def gold_completions(problem: Any, all_solutions: bool) -> list[str]:
+    """Gold worked solutions of a problem for M1 (every listed solution when `all_solutions`)."""
+    sols = list((problem.meta or {}).get("solutions") or []) if all_solutions else []
+    if not sols:
+        sols = [problem.solution if problem.solution is not None else str(problem.answer)]
+    return sols
+
+
+def build_base_model(cfg: StudyConfig, task: Any, texts: list[str], device: str):
+    """M0: the tiny Llama with a word tokenizer over `texts`, or a pretrained checkpoint."""
+    from reversalkit import models  # noqa: PLC0415
+
+    if cfg.model != "tiny":
+        tok = models.load_tokenizer(cfg.model)
+        return models.load_model(cfg.model, device=device, dtype=cfg.dtype), tok
+    tm = cfg.tiny_model
+    tok = models.build_word_tokenizer(texts, max_number=tm.max_number)
+    model = models.tiny_llama(len(tok), hidden_size=tm.hidden_size, num_layers=tm.num_layers,
+                              num_heads=tm.num_heads, num_kv_heads=tm.num_kv_heads,
+                              intermediate_size=tm.intermediate_size,
+                              max_position_embeddings=tm.max_position_embeddings, seed=cfg.seed)
+    return model.to(device), tok
+
+
+def train_m1(model, tok, task: Any, train: Sequence[Any], cfg: StudyConfig, *,
+             progress: bool) -> dict[str, Any]:
+    """SFT of M0 on the gold train solutions, in place; returns the training record."""
+    examples = [SFTExample(task.format_prompt(p), sol) for p in train
+                for sol in gold_completions(p, cfg.m1_all_solutions)]
+    tcfg = cfg.m1_train.replace(seed=derive_seed(cfg.seed, "train", "m1"))
+    log.info("M1: SFT on %d gold solutions of %d problems", len(examples), len(train))
+    torch.manual_seed(tcfg.seed)
+    result = train_sft(model, tok, examples, tcfg, progress=progress)
+    return {"examples": len(examples), **_train_record(result)}
+
+
+def _train_record(result: Any) -> dict[str, Any]:
+    d = result.to_dict()
+    losses = d.get("losses") or []
+    names = ("steps", "losses", "reward_accuracy", "chosen_rewards", "rejected_rewards")
+    keep = {k: d[k] for k in names if k in d}
+    keep["loss_first"] = losses[0] if losses else None
+    keep["loss_last"] = losses[-1] if losses else None
+    return keep
+
+
+def round_data(cfg: StudyConfig, kind: str, node: str, samples: list[dict[str, Any]],
+               problems: dict[str, Any], task: Any) -> tuple[list[Any], dict[str, Any]]:
+    """D_t of a round: SFTExamples or DPOPairs, and its statistics."""
+    seed = derive_seed(cfg.seed, "data", node)
+    if kind == "sft":
+        kept = select_sft(samples, selection=cfg.sft_selection, max_per_problem=cfg.sft_max_per_problem,
+                          seed=seed)
+        data = [SFTExample(task.format_prompt(problems[pid]), text) for pid, text in kept]
+        stats = {"examples": len(data), "problems": len({pid for pid, _ in kept})}
+    else:
+        pairs = build_pairs(samples, max_per_problem=cfg.pairs_per_problem, seed=seed)
+        data = [DPOPair(task.format_prompt(problems[pid]), good, bad) for pid, good, bad in pairs]
+        stats = {"pairs": len(data), "problems": len({pid for pid, _, _ in pairs})}
+    return data, stats
+
+
+def round_train_config(cfg: StudyConfig, kind: str, node: str) -> TrainConfig:
+    base = cfg.sft_train if kind == "sft" else cfg.dpo_round_train()
+    return base.replace(seed=derive_seed(cfg.seed, "train", node))
+
+
+def compute_reference(model, tok, pairs: list[Any], tcfg: TrainConfig) -> torch.Tensor:
+    """(P, 2) summed log-probs of (chosen, rejected) under the current weights of `model`."""
+    with torch.no_grad():
+        return reference_logprobs(model, tok, pairs, tcfg).detach().float().cpu()
+
+
+def train_round(model, tok, kind: str, data: list[Any], tcfg: TrainConfig, ref: torch.Tensor | None,
+                *, progress: bool) -> dict[str, Any]:
+    """One round of SFT or DPO on D_t, in place; an empty D_t leaves the model unchanged."""
+    if not data:
+        log.warning("round has no training data (no %s); the iterate equals its parent",
+                    "correct samples" if kind == "sft" else "correct/incorrect pairs")
+        return {"steps": 0, "losses": [], "loss_first": None, "loss_last": None}
+    torch.manual_seed(tcfg.seed)
+    if kind == "sft":
+        result = train_sft(model, tok, data, tcfg, progress=progress)
+    else:
+        result = train_dpo(model, tok, data, ref, tcfg, progress=progress)
+    return _train_record(result)
+
+
+def evaluate_set(engine, task: Any, problems: Sequence[Any], cfg: StudyConfig, split: str, *,
+                 sbert: Any, progress: bool) -> tuple[dict[str, Any], list[dict], list[dict]]:
+    """Greedy pass + N samples per problem on one test set; returns (metrics, greedy, samples).
+
+    Evaluation samples use one seed per test set, the same for every iterate, so differences
+    between iterates are not sampling noise of different random streams.
+    """
+    greedy = rollout.generate(engine, task, problems, n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
+                              seed=derive_seed(cfg.seed, "greedy", split), progress=progress,
+                              desc=f"greedy {split}")
+    rollout.reward(task, problems, greedy)
+    samples: list[dict[str, Any]] = []
+    n = cfg.samples_for(split)
+    if n > 0:
+        samples = rollout.generate(engine, task, problems, n=n,
+                                   temperature=cfg.eval_temperature or cfg.temperature, top_p=cfg.top_p,
+                                   max_new_tokens=cfg.max_new_tokens,
+                                   seed=derive_seed(cfg.seed, "eval", split), progress=progress,
+                                   desc=f"eval {split}")
+        rollout.reward(task, problems, samples)
+    metrics = evaluate.summarize_split(
+        problems, greedy, samples, ks=cfg.ks, n_boot=cfg.bootstrap, ci=cfg.ci,
+        seed=derive_seed(cfg.seed, "bootstrap", split), level_key=cfg.level_key,
+        equations=getattr(task, "equations", None), sbert=sbert,
+        diversity_max_problems=cfg.diversity_max_problems, sbert_max_problems=cfg.sbert_max_problems,
+        sbert_batch_size=cfg.sbert_batch_size)
+    return metrics, greedy, samples
+
+
+def sample_train(engine, task: Any, problems: Sequence[Any], cfg: StudyConfig, node: str, *,
+                 progress: bool) -> list[dict[str, Any]]:
+    """N rewarded samples per train problem from the iterate `node` (the next round's raw data)."""
+    records = rollout.generate(engine, task, problems, n=cfg.samples_per_problem, temperature=cfg.temperature,
+                               top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                               seed=derive_seed(cfg.seed, "sample", node), progress=progress,
+                               desc=f"sample {node}")
+    return rollout.reward(task, problems, records)

@@ -1,0 +1,129 @@
+"""Direct preference optimisation against cached reference log-probs, plus the reference pass.
+
+The reference model (M_{t-1}) is never held in memory beside the policy: `reference_logprobs` runs
+it once, without gradients, and returns the summed completion log-probs of every pair, which the
+study caches in its run directory and passes to `train_dpo`. Each micro-batch puts the chosen and
+rejected sequences of its pairs through one forward pass.
+
+Loss of a step = mean over the step's pairs of the DPO loss + nll_weight * (sum of -log p over
+the chosen completions' tokens) / (their number), through `reversalkit.kernels.linear_dpo_loss`
+(lm_head, log-probs, loss and their gradients in one fused pass; 'ipo' length-normalises the
+log-ratios as TRL does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from reversalkit.train.config import TrainConfig, TrainResult
+from reversalkit.train.data import DPOPair, Encoded, collate, encode_dpo, pad_id, plan_run
+from reversalkit.train.optim import autocast
+from reversalkit.train.step import (
+    LogFn,
+    completion_logps,
+    decoder_hidden,
+    lm_head_weight,
+    model_device,
+    run_steps,
+)
+
+
+def _pair_batch(encoded: Sequence[tuple[Encoded, Encoded]], idx: Sequence[int], pad: int, device):
+    """ids and mask (2B, T): the chosen sequences of the pairs in `idx`, then their rejected ones."""
+    seqs = [encoded[i][0] for i in idx] + [encoded[i][1] for i in idx]
+    ids, mask = collate(seqs, pad)
+    return ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def reference_logprobs(model, tokenizer, pairs: Sequence[DPOPair], cfg: TrainConfig) -> torch.Tensor:
+    """Summed completion log-probs (P, 2) float32 on CPU: column 0 chosen, column 1 rejected.
+
+    Runs in eval mode under the same autocast as training, with pairs grouped by length
+    (cfg.batch_size pairs per forward), so that at step 0 the policy reproduces these values.
+    """
+    encoded = encode_dpo(tokenizer, pairs, cfg.max_length)
+    if not encoded:
+        return torch.zeros((0, 2), dtype=torch.float32)
+    device, pad = model_device(model), pad_id(tokenizer)
+    order = sorted(range(len(encoded)), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
+    out = torch.zeros((len(encoded), 2), dtype=torch.float32)
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(order), cfg.batch_size):
+        idx = order[start: start + cfg.batch_size]
+        ids, mask = _pair_batch(encoded, idx, pad, device)
+        with autocast(cfg, device):
+            sums, _ = completion_logps(model, ids, mask, cfg)  # (2B,)
+        out[idx] = sums.float().cpu().view(2, len(idx)).T
+    model.train(was_training)
+    return out
+
+
+def train_dpo(model, tokenizer, pairs: Sequence[DPOPair], ref_logps: torch.Tensor, cfg: TrainConfig, *,
+              progress: bool = True, log: LogFn | None = None) -> TrainResult:
+    """Train `model` in place on preference pairs; `ref_logps` (P, 2) from `reference_logprobs`.
+
+    Records per step: loss, chosen/rejected rewards (mean beta * log-ratio), reward accuracy
+    (fraction of pairs whose chosen reward beats the rejected one) and the chosen NLL per token.
+    """
+    if tuple(ref_logps.shape) != (len(pairs), 2):
+        raise ValueError(
+            f"ref_logps has shape {tuple(ref_logps.shape)} but there are {len(pairs)} pairs; expected "
+            f"({len(pairs)}, 2) from reference_logprobs on the same pairs in the same order"
+        )
+    encoded = encode_dpo(tokenizer, pairs, cfg.max_length)
+    steps = plan_run([len(c) + len(r) for c, r in encoded], cfg)
+    device, pad = model_device(model), pad_id(tokenizer)
+    ref = ref_logps.to(device=device, dtype=torch.float32)
+
+    def step_fn(micro_batches: Sequence[Sequence[int]]) -> dict[str, float]:
+        n_pairs = sum(len(mb) for mb in micro_batches)
+        n_chosen = sum(len(encoded[i][0]) - encoded[i][0].prompt_len for mb in micro_batches for i in mb)
+        stats = dict.fromkeys(("loss", "chosen_rewards", "rejected_rewards", "reward_accuracy", "nll"), 0.0)
+        stats["tokens"] = 0
+        for mb in micro_batches:
+            out = _micro_step(model, encoded, ref, mb, pad, n_pairs, n_chosen, cfg)
+            for key, value in out.items():
+                stats[key] += value
+        return stats
+
+    return run_steps(model, steps, step_fn, cfg, desc="dpo", progress=progress, log=log)
+
+
+def _micro_step(model, encoded, ref, mb: Sequence[int], pad: int, n_pairs: int, n_chosen: int,
+                cfg: TrainConfig) -> dict[str, float]:
+    """Forward + backward of one micro-batch, normalised over the whole step; returns its stats.
+
+    The fused kernel returns mean_b(dpo) + w * (chosen NLL sum) / (chosen tokens of the micro-batch).
+    Scaling it by b / n_pairs and passing w = nll_weight * mb_tokens * n_pairs / (b * n_chosen)
+    gives exactly sum_b(dpo) / n_pairs + nll_weight * (chosen NLL sum) / n_chosen, the micro-batch's
+    share of the step loss.
+    """
+    from reversalkit.kernels import linear_dpo_loss  # lazy: the kernels import triton
+
+    device, b = ref.device, len(mb)
+    ids, mask = _pair_batch(encoded, mb, pad, device)
+    mb_chosen = sum(len(encoded[i][0]) - encoded[i][0].prompt_len for i in mb)
+    idx = torch.tensor(mb, device=device)
+    with autocast(cfg, device):
+        hidden = decoder_hidden(model, ids)  # (2B, T, H)
+        out = linear_dpo_loss(
+            hidden, lm_head_weight(model), ids, mask, ref[idx, 0], ref[idx, 1], beta=cfg.beta,
+            loss_type=cfg.loss_type, label_smoothing=cfg.label_smoothing,
+            nll_weight=cfg.nll_weight * mb_chosen * n_pairs / (b * n_chosen),
+            chunk_size=cfg.logprob_chunk_size,
+        )
+    loss = out.loss * (b / n_pairs)
+    loss.backward()
+    chosen_r, rejected_r = out.chosen_rewards.float(), out.rejected_rewards.float()
+    return {
+        "loss": float(loss.detach()),
+        "tokens": sum(len(encoded[i][0]) + len(encoded[i][1]) for i in mb),
+        "chosen_rewards": float(chosen_r.sum()) / n_pairs,
+        "rejected_rewards": float(rejected_r.sum()) / n_pairs,
+        "reward_accuracy": float((chosen_r > rejected_r).float().sum()) / n_pairs,
+        "nll": float(out.nll) * mb_chosen / n_chosen,
+    }

@@ -1,0 +1,171 @@
+"""Attention paths of the sampler against plain references: the Triton paged-decode kernel (run by
+Triton's interpreter on CPU), the CPU row/cascade decode path, and prefill over cached blocks."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reversalkit.engine.attention import (
+    KVCache,
+    PrefillAttention,
+    PrefillSeq,
+    RowDecodeAttention,
+    RowKV,
+    context_slots,
+    paged_decode_reference,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread avoids OpenMP stalls when the machine is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def dense_attention(q, k, v, scale, window=None):
+    """q: (H, D) one query at the last position; k, v: (L, Hkv, D) -> (H, D), in float64."""
+    H, D = q.shape
+    L, Hkv, _ = k.shape
+    k = k.double().repeat_interleave(H // Hkv, 1)
+    v = v.double().repeat_interleave(H // Hkv, 1)
+    s = torch.einsum("hd,lhd->hl", q.double(), k) * scale
+    if window is not None:
+        s[:, : max(0, L - window)] = -math.inf
+    return torch.einsum("hl,lhd->hd", s.softmax(-1), v)
+
+
+def random_paged(B, H, Hkv, D, bs, lens, num_blocks, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    kc = torch.randn(num_blocks, bs, Hkv, D, generator=g).to(dtype)
+    vc = torch.randn(num_blocks, bs, Hkv, D, generator=g).to(dtype)
+    max_blocks = max(-(-n // bs) for n in lens)
+    perm = torch.randperm(num_blocks, generator=g)
+    bt = perm[: B * max_blocks].view(B, max_blocks).int()
+    q = torch.randn(B, H, D, generator=g).to(dtype)
+    return q, kc, vc, bt, torch.tensor(lens, dtype=torch.int32)
+
+
+def dense_from_paged(kc, bt_row, n):
+    bs = kc.shape[1]
+    pos = torch.arange(n)
+    return kc[bt_row.long()[pos // bs], pos % bs]  # (n, Hkv, D)
+
+
+@pytest.mark.parametrize("B,H,Hkv,D,bs,lens,window", [
+    (3, 4, 2, 32, 16, [1, 37, 64], None),
+    (4, 6, 2, 24, 8, [5, 9, 8, 30], 7),  # odd head dim, window, block boundaries
+    (2, 4, 4, 16, 4, [17, 3], None),  # no GQA
+])
+def test_reference_matches_dense(B, H, Hkv, D, bs, lens, window):
+    q, kc, vc, bt, cl = random_paged(B, H, Hkv, D, bs, lens, num_blocks=64)
+    out = paged_decode_reference(q, kc, vc, bt, cl, D ** -0.5, window)
+    for b in range(B):
+        k, v = dense_from_paged(kc, bt[b], lens[b]), dense_from_paged(vc, bt[b], lens[b])
+        torch.testing.assert_close(out[b].double(), dense_attention(q[b], k, v, D ** -0.5, window),
+                                   rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("B,H,Hkv,D,bs,lens,window", [
+    (3, 4, 2, 32, 16, [1, 37, 70], None),
+    (4, 6, 2, 24, 8, [5, 9, 8, 30], 7),
+    (2, 8, 1, 16, 4, [17, 3], None),  # 8 query heads on one KV head
+])
+def test_triton_paged_decode_matches_reference(B, H, Hkv, D, bs, lens, window):
+    from reversalkit.engine.paged_decode import paged_decode
+
+    q, kc, vc, bt, cl = random_paged(B, H, Hkv, D, bs, lens, num_blocks=64, seed=1)
+    ref = paged_decode_reference(q, kc, vc, bt, cl, D ** -0.5, window)
+    out = paged_decode(q, kc, vc, bt, cl, D ** -0.5, window)
+    # fp32 inputs, fp32 accumulation: both sides round at ~1e-7 relative
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_triton_paged_decode_low_precision(dtype):
+    """Error against a float64 reference at most twice that of torch's own path in `dtype`."""
+    from reversalkit.engine.paged_decode import paged_decode
+
+    q, kc, vc, bt, cl = random_paged(3, 8, 2, 32, 16, [3, 40, 17], num_blocks=16, dtype=dtype, seed=2)
+    exact = paged_decode_reference(q.double(), kc.double(), vc.double(), bt, cl, 32 ** -0.5)
+    torch_err = (paged_decode_reference(q, kc, vc, bt, cl, 32 ** -0.5).double() - exact).abs().max()
+    err = (paged_decode(q, kc, vc, bt, cl, 32 ** -0.5).double() - exact).abs().max()
+    assert err <= 2 * torch_err + 1e-6
+
+
+def test_triton_paged_decode_rejects_bad_inputs():
+    from reversalkit.engine.paged_decode import paged_decode
+
+    q, kc, vc, bt, cl = random_paged(2, 4, 2, 16, 4, [3, 5], num_blocks=8)
+    with pytest.raises(ValueError, match="int32"):
+        paged_decode(q, kc, vc, bt.long(), cl, 0.25)
+    with pytest.raises(ValueError, match="does not match"):
+        paged_decode(q[..., :8], kc, vc, bt, cl, 0.25)
+
+
+@pytest.mark.parametrize("windows,prefix_len", [((None, None), 8), ((None, 5), 8), ((None,), 0)])
+def test_row_decode_matches_paged_reference(windows, prefix_len):
+    """Rows hold positions >= prefix_len; the shared prefix comes from the paged cache once."""
+    torch.manual_seed(0)
+    L, Hkv, H, D, bs = len(windows), 2, 4, 16, 4
+    cache = KVCache(L, 40, bs, Hkv, D, device="cpu", dtype=torch.float32)
+    cache.data.normal_()
+    lens = [prefix_len + t for t in (1, 6, 13)]  # context lengths including the new token
+    B = len(lens)
+    prefix_blocks = list(range(prefix_len // bs))
+    tables = torch.zeros(B, 8, dtype=torch.int32)
+    for b in range(B):  # shared prefix blocks, then private ones
+        own = list(range(10 + 8 * b, 10 + 8 * b + 8 - len(prefix_blocks)))
+        tables[b] = torch.tensor(prefix_blocks + own, dtype=torch.int32)
+    rows = RowKV(L, 4, Hkv, D, max_tail=20, dtype=torch.float32)
+    rows.set_prefix(cache, context_slots(torch.tensor(prefix_blocks, dtype=torch.int64), prefix_len, bs))
+    for b, n in enumerate(lens):  # rows hold every token but the new one
+        slots = context_slots(tables[b].long(), n - 1, bs)
+        rows.fill(cache, slice(b, b + 1), slots[prefix_len:])
+    pos = torch.tensor(lens) - 1
+    new_slots = torch.stack([context_slots(tables[b].long(), lens[b], bs)[-1] for b in range(B)])
+    q = torch.randn(B, H, D)
+    for layer in range(L):
+        k, v = torch.randn(B, Hkv, D), torch.randn(B, Hkv, D)
+        out = RowDecodeAttention(rows, pos, windows, D ** -0.5)(layer, q, k, v).view(B, H, D)
+        cache.store(layer, new_slots, k, v)
+        ref = paged_decode_reference(q, cache.data[layer, 0], cache.data[layer, 1], tables,
+                                     torch.tensor(lens, dtype=torch.int32), D ** -0.5, windows[layer])
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_prefill_over_cached_prefix_matches_dense():
+    """Two sequences: one fully new, one whose first 8 tokens are already in the cache."""
+    torch.manual_seed(0)
+    Hkv, H, D, bs = 2, 4, 16, 4
+    cache = KVCache(1, 16, bs, Hkv, D, device="cpu", dtype=torch.float32)
+    lens, cached = [7, 13], [0, 8]
+    tables = [torch.tensor([0, 1]), torch.tensor([2, 3, 4, 5])]
+    full_k = [torch.randn(n, Hkv, D) for n in lens]
+    full_v = [torch.randn(n, Hkv, D) for n in lens]
+    ctx = [context_slots(t, n, bs) for t, n in zip(tables, lens)]
+    cache.store(0, ctx[1][:8], full_k[1][:8], full_v[1][:8])
+    metas, start = [], 0
+    for n, c, s in zip(lens, cached, ctx):
+        metas.append(PrefillSeq(start, n - c, n, s))
+        start += n - c
+    q_full = [torch.randn(n, H, D) for n in lens]
+    q = torch.cat([q_full[0], q_full[1][8:]])
+    k = torch.cat([full_k[0], full_k[1][8:]])
+    v = torch.cat([full_v[0], full_v[1][8:]])
+    slots = torch.cat([ctx[0], ctx[1][8:]])
+    for window in (None, 3):
+        out = PrefillAttention(cache, metas, slots, (window,), D ** -0.5)(0, q, k, v).view(-1, H, D)
+        got = [out[:7], out[7:]]
+        for i, (n, c) in enumerate(zip(lens, cached)):
+            kk = full_k[i].repeat_interleave(2, 1).transpose(0, 1)
+            vv = full_v[i].repeat_interleave(2, 1).transpose(0, 1)
+            qpos, kpos = torch.arange(n)[:, None], torch.arange(n)[None, :]
+            allowed = (kpos <= qpos) & ((kpos > qpos - window) if window else True)
+            ref = F.scaled_dot_product_attention(q_full[i].transpose(0, 1), kk, vv, attn_mask=allowed,
+                                                 scale=D ** -0.5).transpose(0, 1)
+            torch.testing.assert_close(got[i], ref[c:], rtol=1e-5, atol=1e-5)

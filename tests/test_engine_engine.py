@@ -1,0 +1,157 @@
+"""Engine facade: forced preemption gives the same outputs, bad input fails clearly, string
+prompts with a transformers tokenizer, the progress bar, and both block-manager implementations."""
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from reversalkit.engine import Completion, Engine, SamplingParams
+from reversalkit.engine.sequence import Sequence
+
+V = 60
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread avoids OpenMP stalls when the machine is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(seed=0, eos=None):
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=96,
+                      initializer_range=0.2, eos_token_id=eos, bos_token_id=1, pad_token_id=0)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def hf_tokenizer():
+    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2} | {f"w{i}": i for i in range(3, V)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>",
+                                   eos_token="<eos>")
+
+
+def prompts():
+    g = torch.Generator().manual_seed(3)
+    prefix = torch.randint(3, V, (18,), generator=g).tolist()
+    return [prefix + torch.randint(3, V, (k,), generator=g).tolist() for k in (2, 7, 13, 4, 9)]
+
+
+def ids(outs):
+    return [[c.token_ids for c in o] for o in outs]
+
+
+@pytest.mark.parametrize("params", [
+    SamplingParams(temperature=0, max_new_tokens=30),
+    SamplingParams(n=3, temperature=0.9, top_p=0.9, max_new_tokens=30, seed=4),
+])
+@pytest.mark.parametrize("native", [True, False])
+def test_forced_preemption_gives_identical_outputs(params, native):
+    model = tiny(eos=7)
+    ps = prompts()
+    free = Engine(model, None, block_size=4, prefer_native=native)
+    ref = free.generate(ps, params, progress=False)
+    assert free.stats["preemptions"] == 0
+    # room for ~2 running samples: decoding must preempt and recompute again and again
+    spec = free.model.spec
+    block_bytes = 2 * spec.num_layers * 4 * spec.num_kv_heads * spec.head_dim * 4
+    tight = Engine(model, None, block_size=4, kv_cache_memory=26 * block_bytes, prefer_native=native)
+    got = tight.generate(ps, params, progress=False)
+    assert tight.stats["preemptions"] > 0
+    assert ids(got) == ids(ref)
+    assert [[c.finish_reason for c in o] for o in got] == [[c.finish_reason for c in o] for o in ref]
+    assert tight.block_manager.num_free() == tight.num_blocks  # everything released
+
+
+def test_bad_input_gives_clear_errors():
+    engine = Engine(tiny(), None)
+    with pytest.raises(ValueError, match="empty"):
+        engine.generate([], SamplingParams())
+    with pytest.raises(ValueError, match="context is 96"):
+        engine.generate([[5] * 96], SamplingParams())
+    with pytest.raises(ValueError, match="n must be"):
+        SamplingParams(n=0)
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingParams(temperature=-0.1)
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=0)
+    with pytest.raises(TypeError, match="list"):
+        engine.generate("w3 w4", SamplingParams())
+    with pytest.raises(ValueError, match="outside"):
+        engine.generate([[5, V]], SamplingParams())
+    with pytest.raises(ValueError, match="tokenizer"):
+        engine.generate(["w3 w4"], SamplingParams())
+    with pytest.raises(ValueError, match="no tokens"):
+        engine.generate([[]], SamplingParams())
+    with pytest.raises(ValueError, match="max_num_seqs"):
+        engine.generate([[5, 6]], SamplingParams(n=1000))
+    with pytest.raises(ValueError, match="kv_cache_memory"):
+        Engine(tiny(), None, kv_cache_memory=10).generate([[5, 6]], SamplingParams())
+    # the engine stays usable after an error
+    assert len(engine.generate([[5, 6]], SamplingParams(max_new_tokens=3), progress=False)[0]) == 1
+
+
+def test_string_prompts_texts_and_progress_bar(capsys):
+    tok = hf_tokenizer()
+    model = tiny(eos=2)
+    engine = Engine(model, tok, block_size=8)
+    texts = ["w5 w9 w12 w40", "w5 w9 w12 w41 w42"]
+    params = SamplingParams(n=2, temperature=0.8, max_new_tokens=12, seed=0)
+    outs = engine.generate(texts, params, progress=True)
+    assert "tok/s" in capsys.readouterr().err
+    for text, o in zip(texts, outs):
+        assert len(o) == 2 and all(isinstance(c, Completion) for c in o)
+        for c in o:
+            assert c.text == tok.decode(c.token_ids, skip_special_tokens=True)
+            assert c.finish_reason in ("stop", "length")
+            assert (c.token_ids[-1] == 2) == (c.finish_reason == "stop")
+        ids_ = torch.tensor([tok(text)["input_ids"]])  # BOS added like transformers' generate input
+        greedy = model.generate(ids_, attention_mask=torch.ones_like(ids_), do_sample=False,
+                                max_new_tokens=12)
+        mine = engine.generate([text], SamplingParams(temperature=0, max_new_tokens=12), progress=False)
+        assert mine[0][0].token_ids == greedy[0, ids_.shape[1]:].tolist()
+
+
+def test_prefix_is_computed_once_and_released():
+    engine = Engine(tiny(), None, block_size=4)
+    ps = prompts()
+    engine.generate(ps, SamplingParams(n=2, temperature=0.5, max_new_tokens=5, seed=1), progress=False)
+    assert engine.block_manager.num_free() == engine.num_blocks
+    assert engine.runner.prefix_len == 16  # 18 shared tokens, whole blocks of 4
+
+
+def test_cuda_graph_buckets_and_parked_rows():
+    """Graph replay pads a batch to its bucket; the padding rows must only touch the scratch block
+    and leave the real rows' logits unchanged (checked eagerly, on CPU)."""
+    from reversalkit.engine.cuda_graphs import DecodeGraphs, buckets
+
+    assert buckets(512)[:9] == [1, 2, 4, 8, 16, 32, 64, 128, 192] and buckets(512)[-1] == 512
+    assert buckets(6) == [1, 2, 4, 6]
+    engine = Engine(tiny(), None, block_size=4, decode_backend="reference", max_num_seqs=8)
+    run, sched = engine.runner, engine.scheduler
+    run.begin([], 0, 96)
+    for i, p in enumerate(prompts()[:3]):
+        sched.add(Sequence(seq_id=sched.new_id(), request_id=i, sample_index=0, token_ids=p,
+                           num_prompt_tokens=len(p), max_tokens=90, rng_key=0))
+    batch = sched.schedule_prefill()
+    run.prefill(batch)
+    run.init_rows(sched.admit(batch), batch)
+    run.row_tokens[:3] = torch.tensor([5, 6, 7])
+    graphs = DecodeGraphs(run.max_rows, scratch_block=engine.num_blocks)
+    before = run.cache.data.clone()
+    with torch.inference_mode():
+        want = run.forward_decode(3)
+        graphs._park(run, 3, 8)
+        run.row_tokens[3:8] = 9  # token 0 is padding (zero embedding): make the parked writes visible
+        got = run.forward_decode(8)[:3]
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)  # GEMM blocking differs with batch size
+    changed = (run.cache.data != before).flatten(3).any(-1).any(0).any(0)  # (blocks,)
+    owned = {b for s in sched.running for b in s.block_table} | {engine.num_blocks}
+    assert set(changed.nonzero().flatten().tolist()) <= owned
+    assert changed[engine.num_blocks]

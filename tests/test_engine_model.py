@@ -1,0 +1,143 @@
+"""The sampler's model against transformers: greedy output token for token equal to HF generate
+(fp32, CPU) on random tiny Llama / Mistral / Qwen2 configs, RoPE tables, weight reloading."""
+
+import pytest
+import torch
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from reversalkit.engine import Engine, SamplingParams
+from reversalkit.engine.model import ModelSpec, rope_inv_freq
+
+V = 97
+COMMON = dict(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=128, bos_token_id=None, pad_token_id=0)
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread avoids OpenMP stalls when the machine is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make(kind: str, seed: int = 0, eos: int | None = None):
+    torch.manual_seed(seed)
+    if kind == "llama":
+        m = LlamaForCausalLM(LlamaConfig(**COMMON, eos_token_id=eos, tie_word_embeddings=True,
+                                         rope_parameters=LLAMA3_ROPE))
+    elif kind == "mistral":
+        m = MistralForCausalLM(MistralConfig(**COMMON, eos_token_id=eos, sliding_window=7,
+                                             tie_word_embeddings=False))
+    else:  # Qwen2 with q/k/v biases and a sliding window on its second layer
+        m = Qwen2ForCausalLM(Qwen2Config(**COMMON, eos_token_id=eos, tie_word_embeddings=True,
+                                         use_sliding_window=True, sliding_window=6, max_window_layers=1))
+    with torch.no_grad():  # transformers initialises biases and norms trivially; make them matter
+        for name, p in m.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.add_(torch.randn_like(p) * 0.5)
+    return m.eval()
+
+
+def prompts(seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    prefix = torch.randint(3, V, (21,), generator=g).tolist()
+    out = [prefix + torch.randint(3, V, (k,), generator=g).tolist() for k in (1, 6, 11, 27)]
+    return out + [torch.randint(3, V, (5,), generator=g).tolist()]  # shares nothing
+
+
+def hf_greedy(model, p, max_new):
+    ids = torch.tensor([p])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new, do_sample=False)
+    return out[0, len(p):].tolist()
+
+
+@pytest.mark.parametrize("kind", ["llama", "mistral", "qwen2"])
+@pytest.mark.parametrize("backend", ["rows", "reference"])
+def test_greedy_equals_hf_generate(kind, backend):
+    model = make(kind)
+    ps = prompts()
+    # EOS = a token the model emits early for one prompt, so some samples stop before the limit
+    eos = hf_greedy(model, ps[2], 8)[4]
+    model.config.eos_token_id = model.generation_config.eos_token_id = eos
+    engine = Engine(model, None, block_size=4, decode_backend=backend)
+    outs = engine.generate(ps, SamplingParams(temperature=0, max_new_tokens=40), progress=False)
+    stopped = 0
+    for p, o in zip(ps, outs):
+        ref = hf_greedy(model, p, 40)
+        assert o[0].token_ids == ref
+        assert o[0].finish_reason == ("stop" if ref[-1] == eos else "length")
+        stopped += ref[-1] == eos
+    assert stopped >= 1
+
+
+def test_greedy_n_samples_are_identical_and_hit_the_context_limit():
+    model = make("llama")
+    model.config.eos_token_id = model.generation_config.eos_token_id = None
+    p = prompts()[3]  # 48 tokens; context 128
+    params = SamplingParams(temperature=0, n=3, max_new_tokens=500)
+    outs = Engine(model, None, block_size=4).generate([p], params, progress=False)
+    assert [o.token_ids for o in outs[0]] == [hf_greedy(model, p, 128 - len(p))] * 3
+    assert all(o.finish_reason == "length" and len(o.token_ids) == 128 - len(p) for o in outs[0])
+
+
+LINEAR_ROPE = {"rope_type": "linear", "rope_theta": 500.0, "factor": 2.0}
+
+
+@pytest.mark.parametrize("rope", [None, LLAMA3_ROPE, LINEAR_ROPE])
+def test_rope_frequencies_match_transformers(rope):
+    cfg = LlamaConfig(**COMMON, rope_parameters=rope) if rope else LlamaConfig(**COMMON)
+    hf = LlamaForCausalLM(cfg).model.rotary_emb
+    ours, scale = rope_inv_freq(cfg, 16)
+    torch.testing.assert_close(ours, hf.original_inv_freq.float(), rtol=0, atol=0)
+    assert scale == hf.attention_scaling
+
+
+def test_unsupported_models_get_clear_errors():
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
+    with pytest.raises(ValueError, match="unsupported architecture"):
+        Engine(gpt2, None)
+    cfg = LlamaConfig(**COMMON, hidden_act="gelu")
+    with pytest.raises(ValueError, match="activation"):
+        ModelSpec.from_config(cfg)
+    dyn = LlamaConfig(**COMMON, rope_parameters={"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0})
+    with pytest.raises(ValueError, match="dynamic"):
+        Engine(LlamaForCausalLM(dyn), None)
+
+
+def test_load_weights_refreshes_the_engine():
+    a, b = make("qwen2", seed=0), make("qwen2", seed=5)
+    for m in (a, b):
+        m.config.eos_token_id = m.generation_config.eos_token_id = None
+    ps = prompts()
+    engine = Engine(a, None, block_size=4)
+    params = SamplingParams(temperature=0, max_new_tokens=12)
+    before = engine.generate(ps, params, progress=False)
+    assert [o[0].token_ids for o in before] == [hf_greedy(a, p, 12) for p in ps]
+    engine.load_weights(b.state_dict())  # the cached prefix of a's KV must not survive
+    after = engine.generate(ps, params, progress=False)
+    assert [o[0].token_ids for o in after] == [hf_greedy(b, p, 12) for p in ps]
+    with pytest.raises(KeyError, match="lacks"):
+        engine.load_weights({k: v for k, v in b.state_dict().items() if "layers.1." not in k})
+
+
+def test_engine_from_checkpoint_directory(tmp_path):
+    model = make("mistral")
+    model.config.eos_token_id = model.generation_config.eos_token_id = None
+    model.save_pretrained(tmp_path)
+    p = prompts()[1]
+    params = SamplingParams(temperature=0, max_new_tokens=10)
+    out = Engine(str(tmp_path), None, block_size=8).generate([p], params, progress=False)
+    assert out[0][0].token_ids == hf_greedy(model, p, 10)

@@ -1,0 +1,65 @@
+"""StudyConfig: presets, YAML, overrides, validation messages, derived values."""
+
+import pytest
+
+from reversalkit.study.config import StudyConfig, preset_names
+
+
+def test_presets_load_and_differ():
+    assert {"tiny", "gsm8k"} <= set(preset_names())
+    tiny, gsm = StudyConfig.preset("tiny"), StudyConfig.preset("gsm8k")
+    assert tiny.model == "tiny" and tiny.iterations == 5 and set(tiny.methods) == {"sft", "dpo", "sft_dpo"}
+    assert (gsm.samples_per_problem, gsm.temperature, gsm.top_p) == (50, 0.75, 0.95)
+    assert gsm.ood_tasks == ("math:test",)
+    with pytest.raises(ValueError, match="unknown preset 'nope'.*tiny"):
+        StudyConfig.preset("nope")
+
+
+def test_yaml_roundtrip_and_overrides(tmp_path):
+    cfg = StudyConfig.preset("tiny")
+    path = tmp_path / "s.yaml"
+    path.write_text(cfg.to_yaml())
+    assert StudyConfig.from_yaml(path) == cfg
+    c2 = cfg.with_overrides(["iterations=3", "sft_train.lr=2e-4", "methods=[dpo]", "pairs_per_problem=2",
+                             "task_options={train_size: 50}"])
+    assert c2.iterations == 3 and c2.sft_train.lr == 2e-4 and c2.methods == ("dpo",)
+    assert c2.pairs_per_problem == 2 and c2.task_options == {"train_size": 50}
+    with pytest.raises(ValueError, match="unknown key 'iteratons'"):
+        cfg.with_overrides(["iteratons=3"])
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"methods": ["sft", "ppo"]}, "unknown method"),
+    ({"iterations": 0}, "iterations must be >= 1"),
+    ({"reference": "m0"}, "reference must be one of"),
+    ({"init": "restart"}, "init must be one of"),
+    ({"sft_selection": "best"}, "sft_selection"),
+    ({"top_p": 0}, "top_p"),
+    ({"temperature": 0}, "temperature must be > 0"),
+    ({"loss_type": "kto"}, "loss_type"),
+    ({"pairs_per_problem": 0}, "pairs_per_problem must be >= 1"),
+    ({"device": "tpu"}, "device must be"),
+    ({"pass_k": [0, 2]}, "pass_k"),
+    ({"ood_tasks": ["math:"]}, "ood_tasks"),
+])
+def test_validation_messages(change, message):
+    with pytest.raises(ValueError, match=message):
+        StudyConfig.from_dict({**StudyConfig().to_dict(), **change})
+
+
+def test_derived_values():
+    cfg = StudyConfig(iterations=4, eval_samples=4, pass_k=(1, 2, 4, 8), beta=0.3, loss_type="ipo",
+                      nll_weight=0.5)
+    assert cfg.ks == (1, 2, 4)
+    assert cfg.round_kinds("sft_dpo") == ["sft", "dpo", "sft"]
+    assert cfg.round_kinds("dpo") == ["dpo"] * 3
+    d = cfg.dpo_round_train()
+    assert (d.beta, d.loss_type, d.nll_weight) == (0.3, "ipo", 0.5)
+    assert "out_dir" not in cfg.result_dict()
+
+
+def test_every_field_documented():
+    lines = StudyConfig.help_lines()
+    undocumented = [ln for ln in lines if ln.rstrip().endswith(":")]
+    assert not undocumented, undocumented
+    assert any(ln.startswith("sft_train.lr") for ln in lines)
