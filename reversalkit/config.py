@@ -112,7 +112,8 @@ class Config:
             raise FileNotFoundError(f"config file {path} does not exist")
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: the top level of a config file must be a mapping, got {type(data).__name__}")
+            raise ValueError(
+                f"{path}: the top level of a config file must be a mapping, got {type(data).__name__}")
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,7 +148,8 @@ class Config:
                     raise ValueError(f"override {item!r}: {part!r} is not a nested config")
                 node = node[part]
             if parts[-1] not in node:
-                raise ValueError(f"override {item!r}: unknown key {key!r}; valid keys here: {', '.join(sorted(node))}")
+                raise ValueError(
+                    f"override {item!r}: unknown key {key!r}; valid keys here: {', '.join(sorted(node))}")
             node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
         return self.from_dict(data)
 
