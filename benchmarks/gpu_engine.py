@@ -5,8 +5,9 @@ missing; the Python mirror then serves). In order, each phase guarded by the tim
   1. the Triton paged-decode kernel against the torch reference (fp32 and bf16, GQA, window);
   2. greedy output == transformers' generate on tiny random Llama / Mistral / Qwen2 (fp32);
   3. a ~1B Llama config (bf16, random weights): 256 prompts sharing a ~100-token prefix, n=8,
-     128 new tokens; tokens/s of reversalkit, HF generate_batch and HF generate (fewer prompts
-     for the HF runs, with reversalkit rerun on the same subset for the ratio), and the decode
+     128 new tokens; tokens/s of reversalkit, HF generate_batch and HF generate (at most 64
+     prompts, fewer when a short probe says they would not fit the time left; reversalkit is
+     rerun on 64 prompts), and the decode
      step's fraction of the HBM roofline at batch >= 128: (weights + KV bytes read per step) /
      measured device copy bandwidth, over the measured GPU time of the step.
 A compact table is printed last; JSON and markdown go to $OUT when it is set.
@@ -259,15 +260,25 @@ def bench(torch, device, dry: bool, budget: Budget, results: dict) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    half = sub[: len(sub) // 2]
-    phases = (("hf_generate_batch", lambda: run_hf_generate_batch(torch, model, sub, n, new), 60),
-              ("hf_generate", lambda: run_hf_generate(torch, model, half, n, new, 4 if dry else 16), 40))
-    for name, fn, need in phases:
-        if budget.left() < need:
+    chunk = 4 if dry else 16
+    phases = (("hf_generate_batch", lambda ps, k: run_hf_generate_batch(torch, model, ps, n, k), 0.45),
+              ("hf_generate", lambda ps, k: run_hf_generate(torch, model, ps, n, k, chunk), 0.9))
+    for name, fn, share in phases:
+        # a short probe sizes the run to its share of the time left (a slow baseline cannot eat it all)
+        if budget.left() < 25:
             results["bench"][name] = {"skipped": f"time budget ({budget.left():.0f}s left)"}
             continue
-        try:
-            results["bench"][name] = fn()
+        try:  # two probes separate the fixed cost of a call (setup, warm-up) from the per-token one
+            a, b = fn(sub[:2], 8), fn(sub[:2], 24)
+            per_token = max((b["seconds"] - a["seconds"]) / max(b["tokens"] - a["tokens"], 1), 1e-7)
+            fixed = max(a["seconds"] - per_token * a["tokens"], 0.0)
+            fit = int((share * (budget.left() - 10) - fixed) / (per_token * n * new))
+            count = min(len(sub), fit)
+            if count < 1:
+                results["bench"][name] = {"skipped": f"{1 / per_token:.0f} tok/s + {fixed:.0f}s per call: "
+                                                     "too slow for the time left"}
+                continue
+            results["bench"][name] = fn(sub[:count], new)
         except Exception as exc:  # noqa: BLE001 - report and keep the other numbers
             results["bench"][name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
 

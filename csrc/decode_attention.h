@@ -1,10 +1,11 @@
 // CPU decode attention over contiguous per-sequence KV rows (reversalkit.engine's "rows" path).
 //
-// One query token per sequence attends to the tokens [lo[b], hi[b]) of its row: scores, softmax
+// One query token per sequence attends to the shared prefix (through its precomputed scores, one
+// GEMM for the whole batch) and to the tokens [lo[b], hi[b]) of its own row: softmax over both
 // and the weighted sum of values in one pass per (sequence, KV head), the query heads of a GQA
 // group sharing each K/V load. torch's batched GEMMs spend most of their time on per-matrix
-// overhead at these sizes (2 x 32 by 32 x ~100 per head); this reads each K and V row once.
-// The caller merges the result with the shared-prefix part through the returned log-sum-exp.
+// overhead at these sizes (2 x 32 by 32 x ~100 per head), and merging the two parts takes a
+// dozen more small ops; here each K and V row is read once.
 //
 // Plain C++17 on raw float32 buffers; AVX2/FMA when the CPU has them (runtime dispatch),
 // portable scalar code otherwise.
@@ -14,22 +15,25 @@
 
 namespace reversalkit {
 
-struct TailAttentionArgs {
-    const float* q;       // (B, H, D) contiguous
-    const float* k;       // element (b, j, t, d) at b * row_stride + j * head_stride + t * D + d
-    const float* v;       // same layout as k
+struct RowAttentionArgs {
+    const float* q;        // (B, H, D) contiguous
+    const float* k;        // element (b, j, t, d) at b * row_stride + j * head_stride + t * D + d
+    const float* v;        // same layout as k
     int64_t row_stride, head_stride;
-    const int64_t* lo;    // (B,) first token attended
-    const int64_t* hi;    // (B,) one past the last token; hi > lo
+    const int64_t* lo;     // (B,) first row token attended
+    const int64_t* hi;     // (B,) one past the last row token; hi > lo
+    const float* prefix_scores;  // (Hkv, B, g, Lc) scaled scores against the shared prefix
+    const float* prefix_v;       // (Hkv, Lc, D)
+    int64_t prefix_len;          // Lc (0: no prefix)
+    const int64_t* prefix_lo;    // (B,) first prefix token attended (sliding windows)
     int64_t B, H, Hkv, D;
-    float scale;
-    float* out;           // (B, H, D): softmax-weighted values
-    float* lse;           // (B, H): log-sum-exp of the scaled scores
+    float scale;           // applied to the row scores (the prefix scores come scaled)
+    float* out;            // (B, H, D)
 };
 
 // Rows [b0, b1) of the batch.
-void tail_attention(const TailAttentionArgs& a, int64_t b0, int64_t b1);
+void row_attention(const RowAttentionArgs& a, int64_t b0, int64_t b1);
 
-bool tail_attention_has_avx2();
+bool row_attention_has_avx2();
 
 }  // namespace reversalkit

@@ -7,15 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from reversalkit._ext import native
 from reversalkit.engine.attention import (
     KVCache,
     PrefillAttention,
     PrefillSeq,
-    RowDecodeAttention,
-    RowKV,
     context_slots,
     paged_decode_reference,
 )
+from reversalkit.engine.rows import RowDecodeAttention, RowKV
 
 
 @pytest.fixture(autouse=True)
@@ -107,11 +107,17 @@ def test_triton_paged_decode_rejects_bad_inputs():
         paged_decode(q[..., :8], kc, vc, bt, cl, 0.25)
 
 
-@pytest.mark.parametrize("windows,prefix_len", [((None, None), 8), ((None, 5), 8), ((None,), 0)])
-def test_row_decode_matches_paged_reference(windows, prefix_len):
-    """Rows hold positions >= prefix_len; the shared prefix comes from the paged cache once."""
+@pytest.mark.parametrize("use_kernel", [True, False])
+@pytest.mark.parametrize("windows,prefix_len,D", [((None, None), 8, 16), ((None, 5, 12), 8, 16),
+                                                  ((None,), 0, 16), ((None, 3), 4, 12)])
+def test_row_decode_matches_paged_reference(windows, prefix_len, D, use_kernel):
+    """Rows hold positions >= prefix_len; the shared prefix comes from the paged cache once.
+    D=16 takes the kernel's AVX2 path, D=12 its scalar one; a window of 3 masks the whole prefix
+    for some rows."""
+    if use_kernel:
+        assert native() is not None and hasattr(native(), "row_attention_f32"), "build reversalkit._C"
     torch.manual_seed(0)
-    L, Hkv, H, D, bs = len(windows), 2, 4, 16, 4
+    L, Hkv, H, bs = len(windows), 2, 4, 4
     cache = KVCache(L, 40, bs, Hkv, D, device="cpu", dtype=torch.float32)
     cache.data.normal_()
     lens = [prefix_len + t for t in (1, 6, 13)]  # context lengths including the new token
@@ -131,7 +137,9 @@ def test_row_decode_matches_paged_reference(windows, prefix_len):
     q = torch.randn(B, H, D)
     for layer in range(L):
         k, v = torch.randn(B, Hkv, D), torch.randn(B, Hkv, D)
-        out = RowDecodeAttention(rows, pos, windows, D ** -0.5)(layer, q, k, v).view(B, H, D)
+        attend = RowDecodeAttention(rows, pos, windows, D ** -0.5, use_kernel=use_kernel)
+        assert (attend.kernel is not None) == use_kernel
+        out = attend(layer, q, k, v).view(B, H, D)
         cache.store(layer, new_slots, k, v)
         ref = paged_decode_reference(q, cache.data[layer, 0], cache.data[layer, 1], tables,
                                      torch.tensor(lens, dtype=torch.int32), D ** -0.5, windows[layer])

@@ -7,8 +7,9 @@
     engine.load_weights(trained_model.state_dict())          # after a training round
 
 Pieces, each usable alone: sequence (SamplingParams, Completion, Sequence), block_manager (C++
-allocator + Python mirror), scheduler, model (Llama-family forward), attention and paged_decode
-(KV storage, prefill, decode kernels), sampling, runner, engine.
+allocator + Python mirror), scheduler, model (Llama-family forward), attention (paged KV storage,
+prefill, paged decode), paged_decode (Triton kernel), rows (CPU decode rows + fused C++ kernel),
+cuda_graphs, sampling, tokenizer, host (CPU allocator tuning), runner, engine.
 """
 
 from reversalkit.engine.engine import Engine

@@ -8,13 +8,9 @@ token's slot is `block * block_size + offset`. Three ways to attend:
 - Paged decode (`PagedDecodeAttention`): one query per sequence reads K/V through its block table:
   the Triton kernel on CUDA (reversalkit/engine/paged_decode.py), a gather-based torch reference
   elsewhere.
-- Row decode (`RowDecodeAttention`, the CPU path): on a CPU, gathering scattered blocks every step
-  costs ~10x the attention itself (measured: 32 ms vs 3.4 ms per layer at 256 sequences x 200
-  tokens), so each running sequence also keeps its KV after the shared prefix contiguous in a row of
-  `RowKV`, extended by one token per step; the shared prefix is attended once for the whole batch
-  as one matrix product (cascade attention). Decoded tokens live only in the rows: their blocks
-  are reserved (memory accounting and preemption are the same on every backend) but neither
-  written nor sealed, so a preempted sequence recomputes them.
+- Row decode (rows.py, the CPU path): contiguous per-sequence KV rows plus cascade attention over
+  the shared prefix, because gathering scattered blocks every step costs ~10x the attention itself
+  on a CPU.
 """
 
 from __future__ import annotations
@@ -171,94 +167,3 @@ class PagedDecodeAttention:
         o = self.kernel(q, self.cache.data[layer, 0], self.cache.data[layer, 1], self.block_tables,
                         self.context_lens, self.scale, self.windows[layer])
         return o.flatten(1)
-
-
-class RowKV:
-    """CPU decode rows: the KV of each running sequence after the shared prefix, contiguous.
-
-    k, v: (layers, rows, Hkv, max_tail, D); prefix_k, prefix_v: (layers, Hkv, Lc, D).
-    Row r holds positions prefix_len .. of the sequence running in row r.
-    """
-
-    def __init__(self, num_layers: int, rows: int, num_kv_heads: int, head_dim: int, max_tail: int,
-                 dtype: torch.dtype):
-        shape = (num_layers, rows, num_kv_heads, max_tail, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype)  # zeros: masked scores must stay finite
-        self.v = torch.zeros(shape, dtype=dtype)
-        self.max_tail = max_tail
-        self.prefix_len = 0
-        self.prefix_k = self.prefix_v = None
-
-    def fits(self, rows: int, max_tail: int, dtype: torch.dtype) -> bool:
-        return self.k.shape[1] >= rows and self.max_tail >= max_tail and self.k.dtype == dtype
-
-    def set_prefix(self, cache: KVCache, slots: torch.Tensor) -> None:
-        """Copy the shared prefix (slots: (Lc,)) out of the paged cache."""
-        self.prefix_len = int(slots.numel())
-        if self.prefix_len == 0:
-            self.prefix_k = self.prefix_v = None
-            return
-        kv = cache.flat[:, :, slots]  # (layers, 2, Lc, Hkv, D)
-        self.prefix_k = kv[:, 0].transpose(1, 2).contiguous()
-        self.prefix_v = kv[:, 1].transpose(1, 2).contiguous()
-
-    def fill(self, cache: KVCache, rows: slice, slots: torch.Tensor) -> None:
-        """Load rows (all holding the same sequence state) from the cache; slots: positions
-        prefix_len .. n-1 of that state."""
-        n = slots.numel()
-        if n:
-            kv = cache.flat[:, :, slots].transpose(2, 3)  # (layers, 2, Hkv, n, D)
-            self.k[:, rows, :, :n] = kv[:, 0].unsqueeze(1)
-            self.v[:, rows, :, :n] = kv[:, 1].unsqueeze(1)
-
-    def move(self, src: int, dst: int, length: int) -> None:
-        self.k[:, dst, :, :length] = self.k[:, src, :, :length]
-        self.v[:, dst, :, :length] = self.v[:, src, :, :length]
-
-
-class RowDecodeAttention:
-    """attend(layer, q, k, v) on the CPU rows: shared prefix as one GEMM, each row's tail by bmm.
-
-    positions: (B,) position of each row's new token (rows 0..B-1 run).
-    """
-
-    def __init__(self, rows: RowKV, positions: torch.Tensor, windows: tuple[int | None, ...], scale: float):
-        self.rows, self.scale, self.windows = rows, scale, windows
-        B = positions.shape[0]
-        Lc = rows.prefix_len
-        tail = positions - Lc  # (B,) index of the new token in its row
-        self.B, self.Lc = B, Lc
-        self.Lt = int(tail.max()) + 1
-        Hkv = rows.k.shape[2]
-        row_idx = torch.arange(B)[:, None] * Hkv + torch.arange(Hkv)[None, :]  # (B, Hkv)
-        self.write_idx = (row_idx * rows.max_tail + tail[:, None]).flatten()
-        self.biases: dict[int | None, torch.Tensor] = {}
-        key_pos = torch.cat([torch.arange(Lc), Lc + torch.arange(self.Lt)])  # (Lc + Lt,)
-        for w in set(windows):
-            allowed = key_pos[None, :] <= positions[:, None]
-            if w is not None:
-                allowed &= key_pos[None, :] > positions[:, None] - w
-            bias = torch.zeros(B, 1, 1, Lc + self.Lt, dtype=rows.k.dtype)
-            self.biases[w] = bias.masked_fill_(~allowed[:, None, None, :], NEG_INF)
-
-    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q: (B, H, D); k, v: (B, Hkv, D) -> (B, H * D)."""
-        R = self.rows
-        B, H, D = q.shape
-        Hkv = k.shape[1]
-        g, Lc, Lt = H // Hkv, self.Lc, self.Lt
-        R.k[layer].view(-1, D).index_copy_(0, self.write_idx, k.reshape(B * Hkv, D))
-        R.v[layer].view(-1, D).index_copy_(0, self.write_idx, v.reshape(B * Hkv, D))
-        q4 = (q * self.scale).view(B, Hkv, g, D)
-        s = torch.matmul(q4, R.k[layer, :B, :, :Lt].transpose(-1, -2))  # (B, Hkv, g, Lt)
-        if Lc:
-            qc = q4.permute(1, 0, 2, 3).reshape(Hkv, B * g, D)
-            sc = torch.matmul(qc, R.prefix_k[layer].transpose(1, 2))  # (Hkv, B*g, Lc)
-            s = torch.cat([sc.view(Hkv, B, g, Lc).permute(1, 0, 2, 3), s], dim=-1)  # (B, Hkv, g, Lc+Lt)
-        p = (s + self.biases[self.windows[layer]]).softmax(-1)
-        o = torch.matmul(p[..., Lc:], R.v[layer, :B, :, :Lt])  # (B, Hkv, g, D)
-        if Lc:
-            pc = p[..., :Lc].permute(1, 0, 2, 3).reshape(Hkv, B * g, Lc)
-            oc = torch.matmul(pc, R.prefix_v[layer])  # (Hkv, B*g, D)
-            o = o + oc.view(Hkv, B, g, D).permute(1, 0, 2, 3)
-        return o.reshape(B, H * D)

@@ -7,7 +7,7 @@ blocks, `row_keys` / `row_gen` its sampling stream and draw counter, `row_limit`
 A decode step therefore builds no per-sequence Python structures: it slices these buffers.
 
 Decode backends: "rows" (CPU: contiguous per-row KV + cascade over the shared prefix, see
-attention.py; decoded tokens are not written to the paged cache, so `seals_decoded` is False),
+rows.py; decoded tokens are not written to the paged cache, so `seals_decoded` is False),
 "triton" (CUDA paged kernel, replayed as CUDA graphs: cuda_graphs.py), "reference" (gather-based
 torch, any device).
 """
@@ -21,13 +21,12 @@ from reversalkit.engine.attention import (
     PagedDecodeAttention,
     PrefillAttention,
     PrefillSeq,
-    RowDecodeAttention,
-    RowKV,
     context_slots,
     paged_decode_reference,
 )
 from reversalkit.engine.cuda_graphs import DecodeGraphs
 from reversalkit.engine.model import LlamaFamilyModel
+from reversalkit.engine.rows import RowDecodeAttention, RowKV
 from reversalkit.engine.sampling import as_int64
 from reversalkit.engine.scheduler import Admission
 from reversalkit.engine.sequence import Sequence
