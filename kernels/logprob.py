@@ -187,18 +187,15 @@ def _rows_backward_torch(logits, targets, lse, grad, ignore_index, out, col_offs
     n, w = logits.shape
     g = torch.where(targets != ignore_index, grad.float(), 0.0)  # (N,)
     local = targets - col_offset
-    # fp64 lse as an fp32 pair hi + lo: (x - hi) - lo keeps its precision without the (c, W) fp64
-    # temporary that a mixed-dtype torch.sub(..., out=fp32) would allocate.
-    hi = lse.float()
-    lo = (lse - hi.double()).float()
     step = chunk_rows(n, w, logits.device, None)
     for s in range(0, n, step):
         o = out[s : s + step]
-        if o.dtype == torch.float32:  # o may alias the logits: each element is read before it is written
-            p = torch.sub(logits[s : s + step], hi[s : s + step, None], out=o)
-        else:
-            p = logits[s : s + step].float().sub_(hi[s : s + step, None])  # a fresh fp32 copy
-        p = p.sub_(lo[s : s + step, None]).exp_().mul_(-g[s : s + step, None])  # (c, W): -g * softmax
+        x = logits[s : s + step].float()  # a view when logits are fp32
+        # torch.sub(..., out=o) is safe when o aliases x: each element is read before it is written;
+        # with fp64 lse the difference is formed in fp64 and rounded once.
+        d = lse[s : s + step, None]
+        p = torch.sub(x, d, out=o) if o.dtype == torch.float32 else (x - d).float()
+        p = p.exp_().mul_(-g[s : s + step, None])  # (c, W): -g * softmax
         hit = ((local[s : s + step] >= 0) & (local[s : s + step] < w)).nonzero().squeeze(1)
         p[hit, local[s : s + step][hit]] += g[s : s + step][hit]
         if p is not o:
