@@ -135,22 +135,21 @@ class Config:
         return self.from_dict({**self.to_dict(), **changes})
 
     def with_overrides(self: C, overrides: list[str] | tuple[str, ...]) -> C:
-        """Apply `key=value` strings (dotted keys for nested configs); values parse as YAML."""
+        """Apply `key=value` strings (dotted keys for nested configs); values parse as YAML.
+
+        Keys of nested configs must exist; inside a free-form mapping field (e.g. `task_options`)
+        a dotted key may add a new entry: `task_options.train_size=400`.
+        """
         data = self.to_dict()
         for item in overrides:
             if "=" not in item:
                 raise ValueError(f"override {item!r} must look like key=value (e.g. iterations=3)")
             key, raw = item.split("=", 1)
-            parts = key.strip().split(".")
-            node = data
-            for part in parts[:-1]:
-                if not isinstance(node.get(part), dict):
-                    raise ValueError(f"override {item!r}: {part!r} is not a nested config")
-                node = node[part]
-            if parts[-1] not in node:
+            node, leaf, free = _override_target(type(self), data, key.strip(), item)
+            if not free and leaf not in node:
                 raise ValueError(
                     f"override {item!r}: unknown key {key!r}; valid keys here: {', '.join(sorted(node))}")
-            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+            node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
         return self.from_dict(data)
 
     @classmethod
@@ -166,6 +165,39 @@ class Config:
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
             lines.append(f"{prefix}{f.name} (default {default!r}): {f.metadata.get('help', '')}")
         return lines
+
+
+def _override_target(cls: type, data: dict, key: str, item: str) -> tuple[dict, str, bool]:
+    """(mapping that holds the key's last part, that part, whether the mapping is free-form)."""
+    parts = key.split(".")
+    node, cursor = data, cls  # cursor: the Config class describing `node`, None inside a plain dict
+    for part in parts[:-1]:
+        if cursor is not None:
+            hints = _hints(cursor)
+            if part not in hints:
+                raise ValueError(f"override {item!r}: unknown key {part!r}; valid keys here: "
+                                 f"{', '.join(sorted(node))}")
+            tp = hints[part]
+            if _is_config_type(tp):
+                cursor = tp
+            elif _is_mapping_type(tp):
+                cursor = None
+                if node.get(part) is None:
+                    node[part] = {}
+            else:
+                raise ValueError(f"override {item!r}: {part!r} is not a nested config or mapping")
+        elif node.get(part) is None:
+            node[part] = {}
+        if not isinstance(node[part], dict):
+            raise ValueError(f"override {item!r}: {part!r} holds {node[part]!r}, not a mapping")
+        node = node[part]
+    return node, parts[-1], cursor is None
+
+
+def _is_mapping_type(tp: Any) -> bool:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_is_mapping_type(a) for a in typing.get_args(tp) if a is not type(None))
+    return tp is dict or typing.get_origin(tp) is dict
 
 
 def check(condition: bool, message: str) -> None:

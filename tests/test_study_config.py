@@ -28,6 +28,18 @@ def test_yaml_roundtrip_and_overrides(tmp_path):
         cfg.with_overrides(["iteratons=3"])
 
 
+def test_dotted_overrides_reach_into_mapping_fields():
+    cfg = StudyConfig.preset("tiny")
+    c2 = cfg.with_overrides(["task_options.train_size=400", "task_options.shots=2",
+                             "ood_task_options.gsm8k.split=test"])
+    assert c2.task_options == {**cfg.task_options, "train_size": 400, "shots": 2}
+    assert c2.ood_task_options == {"gsm8k": {"split": "test"}}
+    with pytest.raises(ValueError, match="unknown key 'm1_train.nope'"):
+        cfg.with_overrides(["m1_train.nope=1"])
+    with pytest.raises(ValueError, match="'iterations' is not a nested config or mapping"):
+        cfg.with_overrides(["iterations.x=1"])
+
+
 @pytest.mark.parametrize("change, message", [
     ({"methods": ["sft", "ppo"]}, "unknown method"),
     ({"iterations": 0}, "iterations must be >= 1"),

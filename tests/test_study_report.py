@@ -1,6 +1,9 @@
 """Report and tables from synthetic results: files, best-iterate choice, terminal summary values."""
 
+import logging
 import random
+
+import pytest
 
 from reversalkit.study.report import plot_levels, plot_pass_k, write_report
 from reversalkit.study.tables import best_iterates, fmt_ci, summary_rows, terminal_summary
@@ -66,9 +69,13 @@ def test_fmt_ci():
     assert fmt_ci({"mean": 0.5, "lo": 0.4, "hi": 0.6}, 2) == "0.50 [0.40, 0.60]"
 
 
-def test_write_report_files(tmp_path):
+@pytest.mark.filterwarnings("error")
+def test_write_report_files(tmp_path, caplog):
     res = fake_results()
-    md = write_report(res, tmp_path)
+    with caplog.at_level(logging.INFO, logger="matplotlib"):
+        md = write_report(res, tmp_path)
+    # matplotlib logs (not warns) when it has to guess units, e.g. level labels "2", "3" on an axis
+    assert not [r.message for r in caplog.records if r.name.startswith("matplotlib")]
     names = {p.name for p in tmp_path.iterdir()}
     for png in ("pass1.png", "diversity.png", "transitions.png", "coverage.png", "pass_k.png", "levels.png"):
         assert png in names

@@ -121,3 +121,18 @@ def test_config_validation():
         SyntheticConfig(train_size=-1)
     with pytest.raises(ValueError, match="unknown config key"):
         get_task("synthetic", trainsize=3)
+
+
+def test_ood_numbers_id_keeps_train_ranges_and_held_out_phrasings():
+    def prompt_numbers(problems):
+        return [int(x) for p in problems for x in re.findall(r"\d+", p.prompt)]
+
+    wide = get_task("synthetic", seed=7, **SIZES).load("test_ood")
+    narrow = get_task("synthetic", seed=7, ood_numbers="id", **SIZES).load("test_ood")
+    assert max(prompt_numbers(wide)) > 60  # the wide ranges reach past every ID range
+    assert max(prompt_numbers(narrow)) <= 60  # ID: start <= 60, amounts <= 30, groups of <= 12
+    assert {p.meta["steps"] for p in narrow} == {4, 5}
+    held_out = ("At first ,", "Then ", "In the end ,")
+    assert sum(any(h in p.prompt for h in held_out) for p in narrow) > 50
+    with pytest.raises(ValueError, match="ood_numbers must be 'wide' or 'id'"):
+        SyntheticConfig(ood_numbers="small")

@@ -179,15 +179,20 @@ def plot_levels(results: dict[str, Any], out: Path) -> str | None:
         return None
     fig, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 3.6), squeeze=False)
     for ax, split in zip(axes[0], splits):
-        for method, entries in results["methods"].items():
+        # Levels are labels ("2", "Level 3"): plot at integer positions so matplotlib never guesses units.
+        levels = sorted({k for e in entries for k in (e["eval"].get(split, {}).get("levels") or {})},
+                        key=lambda x: (len(x), x))
+        pos = {k: i for i, k in enumerate(levels)}
+        for method, ents in results["methods"].items():
             color, marker = _style(method)
-            for e, ls in ((entries[0], ":"), (entries[-1], "-")):
+            for e, ls in ((ents[0], ":"), (ents[-1], "-")):
                 lv = e["eval"].get(split, {}).get("levels") or {}
-                keys = sorted(lv, key=lambda x: (len(x), x))
+                keys = [k for k in levels if k in lv]
                 if keys:
-                    ax.plot(keys, [lv[k]["pass1"] for k in keys], ls=ls, marker=marker,
+                    ax.plot([pos[k] for k in keys], [lv[k]["pass1"] for k in keys], ls=ls, marker=marker,
                             color="k" if ls == ":" else color,
                             label="M1" if e["iteration"] == 1 else f"{method} M{e['iteration']}")
+        ax.set_xticks(range(len(levels)), levels)
         ax.set_title(f"greedy accuracy by level - {split}", fontsize=10)
         ax.set_xlabel("level")
         ax.grid(alpha=0.3)

@@ -7,7 +7,8 @@ valid solutions in `meta["solutions"]` (`solution` is the canonical one), so sol
 is real and can collapse. Splits, all deterministic from `seed`:
 - `train` and `test`: 2-3 steps (in-distribution); a hash of the problem text assigns each
   problem to one of them, so they never share a problem;
-- `test_ood`: 4-5 steps, larger numbers (still 0..999) and held-out problem phrasings.
+- `test_ood`: 4-5 steps, larger numbers (still 0..999; `ood_numbers="id"` keeps train's ranges)
+  and held-out problem phrasings.
 Numbers anywhere are integers in 0..999 and the word vocabulary is closed (`vocabulary()`), as
 a tiny word-level model needs: build its tokenizer from `vocabulary()` + `number_tokens()`, or
 from the texts of `SyntheticTask.corpus()`, pre-tokenized by `TOKEN_PATTERN`.
@@ -42,6 +43,8 @@ class SyntheticConfig(Config):
     ood_size: int = option(500, "problems in the out-of-distribution test split")
     id_steps: tuple[int, ...] = option((2, 3), "equations per canonical solution in train/test")
     ood_steps: tuple[int, ...] = option((4, 5), "equations per canonical solution in test_ood")
+    ood_numbers: str = option("wide", "numbers of test_ood: 'wide' (larger ranges than train) or 'id' "
+                                      "(train's ranges: test_ood then differs by phrasings and steps only)")
     n_solutions: int = option(6, "distinct valid solutions generated per problem (canonical first)")
     shots: int = option(0, "k-shot exemplars from train in each prompt (0 = zero-shot, the default)")
     shot_seed: int = option(0, "seed that draws the k exemplars")
@@ -53,6 +56,8 @@ class SyntheticConfig(Config):
             steps = tuple(getattr(self, name))
             check(bool(steps) and all(1 <= s <= 8 for s in steps),
                   f"{name} must list step counts in 1..8 (numbers must stay below 1000), got {steps}")
+        check(self.ood_numbers in ("wide", "id"),
+              f"ood_numbers must be 'wide' or 'id', got {self.ood_numbers!r}")
         check(self.n_solutions >= 1, f"n_solutions must be >= 1, got {self.n_solutions}")
         check(self.shots >= 0, f"shots must be >= 0, got {self.shots}")
 
@@ -69,6 +74,8 @@ def generate_split(cfg: SyntheticConfig, split: str) -> list[Problem]:
     size = {"train": cfg.train_size, "test": cfg.test_size, "test_ood": cfg.ood_size}[split]
     rng = random.Random(f"reversalkit-synthetic/{cfg.seed}/{split}")
     ranges, steps_choices = (OOD_RANGES, cfg.ood_steps) if ood else (ID_RANGES, cfg.id_steps)
+    if ood and cfg.ood_numbers == "id":
+        ranges = ID_RANGES
     problems: list[Problem] = []
     seen: set[str] = set()
     for _ in range(400 * size + 1000):
