@@ -126,52 +126,245 @@ __attribute__((target("avx2,fma"))) float softmax_numerators(float* sc, int64_t 
 constexpr int64_t kMaxChunks = 32;  // D <= 256
 constexpr int64_t kMaxGroup = 8;
 
-// acc[i * C + c] += sc[i * stride + t] * v[t, 8c:8c+8] for t < n: one V load for all g heads.
-__attribute__((target("avx2,fma"))) void accumulate(__m256* acc, const float* sc, int64_t stride,
-                                                    const float* v, int64_t n, int64_t g, int64_t C) {
-    for (int64_t t = 0; t < n; ++t) {
-        const float* vt = v + t * C * 8;
-        for (int64_t c = 0; c < C; ++c) {
-            const __m256 vv = _mm256_loadu_ps(vt + 8 * c);
-            for (int64_t i = 0; i < g; ++i)
-                acc[i * C + c] = _mm256_fmadd_ps(_mm256_set1_ps(sc[i * stride + t]), vv, acc[i * C + c]);
-        }
-    }
+// Sum of each of eight vectors, as one vector: lane u holds the sum of v[u].
+__attribute__((target("avx2,fma"), always_inline)) inline __m256 hsum8(const __m256* v) {
+    const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+    const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+    return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
 }
 
-// scalar_row for D % 8 == 0, D <= 256, g <= 8.
-__attribute__((target("avx2,fma"))) void avx2_row(const RowAttentionArgs& a, int64_t b, int64_t j,
-                                                  std::vector<float>& sc) {
-    const Span s = span(a, b, j);
-    const int64_t g = s.g, D = a.D, C = D / 8, tot = s.nc + s.n;
-    const float* q0 = a.q + (b * a.H + j * g) * D;
-    sc.resize(static_cast<size_t>(g * tot));
-    for (int64_t i = 0; i < g; ++i)
-        if (s.nc) std::copy_n(prefix_row(a, s, b, j, i), s.nc, sc.data() + i * tot);
-    const __m256 scale = _mm256_set1_ps(a.scale);
-    for (int64_t t = 0; t < s.n; ++t) {
-        const float* kt = s.kp + t * D;
+// Scaled scores of g query heads (q0: (g, D)) against n row tokens (kp: (n, D)) into
+// sc[i * stride + t]. Eight tokens at a time: eight independent FMA chains per head, reduced
+// together, instead of one horizontal sum (a latency chain) per score.
+__attribute__((target("avx2,fma"))) void row_scores(const float* q0, const float* kp, int64_t n, int64_t g,
+                                                    int64_t C, float scale, float* sc, int64_t stride) {
+    const int64_t D = C * 8;
+    const __m256 sv = _mm256_set1_ps(scale);
+    int64_t t = 0;
+    for (; t + 8 <= n; t += 8) {
+        const float* kt = kp + t * D;
+        for (int64_t i = 0; i < g; ++i) {
+            const float* q = q0 + i * D;
+            __m256 acc[8];
+#pragma GCC unroll 8
+            for (int u = 0; u < 8; ++u) acc[u] = _mm256_setzero_ps();
+            for (int64_t c = 0; c < C; ++c) {
+                const __m256 qv = _mm256_loadu_ps(q + 8 * c);
+#pragma GCC unroll 8
+                for (int u = 0; u < 8; ++u) acc[u] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kt + u * D + 8 * c), acc[u]);
+            }
+            _mm256_storeu_ps(sc + i * stride + t, _mm256_mul_ps(hsum8(acc), sv));
+        }
+    }
+    for (; t < n; ++t) {
+        const float* kt = kp + t * D;
         for (int64_t i = 0; i < g; ++i) {
             const float* q = q0 + i * D;
             __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(q), _mm256_loadu_ps(kt));
             for (int64_t c = 1; c < C; ++c)
                 acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * c), _mm256_loadu_ps(kt + 8 * c), acc);
-            sc[i * tot + s.nc + t] = hsum(_mm256_mul_ps(acc, scale));
+            sc[i * stride + t] = hsum(acc) * scale;
         }
     }
-    float inv[kMaxGroup];
-    for (int64_t i = 0; i < g; ++i) inv[i] = 1.f / softmax_numerators(sc.data() + i * tot, tot);
-    __m256 acc[kMaxGroup * kMaxChunks];
-    for (int64_t x = 0; x < g * C; ++x) acc[x] = _mm256_setzero_ps();
-    if (s.nc) accumulate(acc, sc.data(), tot, s.pv, s.nc, g, C);
-    accumulate(acc, sc.data() + s.nc, tot, s.vp, s.n, g, C);
-    for (int64_t i = 0; i < g; ++i) {
-        float* o = a.out + (b * a.H + j * g + i) * D;
-        const __m256 iv = _mm256_set1_ps(inv[i]);
-        for (int64_t c = 0; c < C; ++c) _mm256_storeu_ps(o + 8 * c, _mm256_mul_ps(acc[i * C + c], iv));
+}
+
+// acc[i][cc] += p[i * stride + t] * v[t, 8 (c0 + cc) : +8] for t < n: G x CC accumulators that stay
+// in registers (G * CC <= 12), one V load shared by the G heads of the group.
+template <int G, int CC>
+__attribute__((target("avx2,fma"), always_inline)) inline void pv_span(__m256 (&acc)[G][CC], const float* p,
+                                                                       int64_t stride, const float* v,
+                                                                       int64_t n, int64_t D, int64_t c0) {
+    for (int64_t t = 0; t < n; ++t) {
+        __m256 w[G];
+#pragma GCC unroll 8
+        for (int i = 0; i < G; ++i) w[i] = _mm256_set1_ps(p[i * stride + t]);
+        const float* vt = v + t * D + 8 * c0;
+#pragma GCC unroll 8
+        for (int cc = 0; cc < CC; ++cc) {
+            const __m256 vv = _mm256_loadu_ps(vt + 8 * cc);
+#pragma GCC unroll 8
+            for (int i = 0; i < G; ++i) acc[i][cc] = _mm256_fmadd_ps(w[i], vv, acc[i][cc]);
+        }
     }
 }
+
+// Weighted values of one (sequence, KV head) over [prefix | row] into out (G, D), scaled by inv.
+template <int G, int CC>
+__attribute__((target("avx2,fma"))) void pv_row(const Span& s, const float* sc, int64_t tot, int64_t D,
+                                                const float* inv, float* out) {
+    for (int64_t c0 = 0; c0 < D / 8; c0 += CC) {
+        __m256 acc[G][CC];
+#pragma GCC unroll 8
+        for (int i = 0; i < G; ++i)
+#pragma GCC unroll 8
+            for (int cc = 0; cc < CC; ++cc) acc[i][cc] = _mm256_setzero_ps();
+        if (s.nc) pv_span<G, CC>(acc, sc, tot, s.pv, s.nc, D, c0);
+        pv_span<G, CC>(acc, sc + s.nc, tot, s.vp, s.n, D, c0);
+#pragma GCC unroll 8
+        for (int i = 0; i < G; ++i) {
+            const __m256 iv = _mm256_set1_ps(inv[i]);
+#pragma GCC unroll 8
+            for (int cc = 0; cc < CC; ++cc)
+                _mm256_storeu_ps(out + i * D + 8 * (c0 + cc), _mm256_mul_ps(acc[i][cc], iv));
+        }
+    }
+}
+
+using PvFn = void (*)(const Span&, const float*, int64_t, int64_t, const float*, float*);
+
+template <int G>
+PvFn pv_for_chunks(int64_t C) {
+    // the widest chunk of 8-float columns that keeps G * CC <= 12 accumulators and divides C
+    if constexpr (G == 1) {
+        if (C % 8 == 0) return &pv_row<G, 8>;
+    }
+    if constexpr (G <= 3) {
+        if (C % 4 == 0) return &pv_row<G, 4>;
+    }
+    if constexpr (G <= 6) {
+        if (C % 2 == 0) return &pv_row<G, 2>;
+    }
+    return &pv_row<G, 1>;
+}
+
+PvFn pv_kernel(int64_t g, int64_t C) {
+    switch (g) {
+        case 1: return pv_for_chunks<1>(C);
+        case 2: return pv_for_chunks<2>(C);
+        case 3: return pv_for_chunks<3>(C);
+        case 4: return pv_for_chunks<4>(C);
+        case 5: return pv_for_chunks<5>(C);
+        case 6: return pv_for_chunks<6>(C);
+        case 7: return pv_for_chunks<7>(C);
+        default: return pv_for_chunks<8>(C);
+    }
+}
+
+// scalar_row for D % 8 == 0, D <= 256, g <= 8.
+__attribute__((target("avx2,fma"))) void avx2_row(const RowAttentionArgs& a, int64_t b, int64_t j, PvFn pv,
+                                                  std::vector<float>& sc) {
+    const Span s = span(a, b, j);
+    const int64_t g = s.g, D = a.D, tot = s.nc + s.n;
+    sc.resize(static_cast<size_t>(g * tot));
+    for (int64_t i = 0; i < g; ++i)
+        if (s.nc) std::copy_n(prefix_row(a, s, b, j, i), s.nc, sc.data() + i * tot);
+    row_scores(a.q + (b * a.H + j * g) * D, s.kp, s.n, g, D / 8, a.scale, sc.data() + s.nc, tot);
+    float inv[kMaxGroup];
+    for (int64_t i = 0; i < g; ++i) inv[i] = 1.f / softmax_numerators(sc.data() + i * tot, tot);
+    pv(s, sc.data(), tot, D, inv, a.out + (b * a.H + j * g) * D);
+}
 #endif
+
+// Store the new token's K/V of (sequence b, KV head j) in its row.
+void store_new(const RowAttentionArgs& a, int64_t b, int64_t j) {
+    if (a.k_new == nullptr) return;
+    const int64_t src = (b * a.Hkv + j) * a.D, dst = b * a.row_stride + j * a.head_stride + (a.hi[b] - 1) * a.D;
+    std::copy_n(a.k_new + src, a.D, a.k + dst);
+    std::copy_n(a.v_new + src, a.D, a.v + dst);
+}
+
+
+// ---- token sampling (see sample_rows in decode_attention.h) ----
+
+constexpr int64_t kSampleBlock = 16;  // weights per block sum: the CDF search skips whole blocks
+constexpr uint64_t kRetrySalt = 0xD1B54A32D192ED03ULL;
+
+// splitmix64 of key + counter * golden ratio -> (0, 1); reversalkit.engine.sampling.counter_uniforms.
+double counter_uniform(uint64_t key, uint64_t ctr) {
+    uint64_t x = key + ctr * 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    x ^= x >> 31;
+    return (static_cast<double>(x >> 11) + 0.5) * 0x1p-53;
+}
+
+// w = exp(x / temp - max), bsum[i] = sum of block i of w; returns the total (sum of the bsum).
+float scalar_weights(const float* x, int64_t V, float temp, float* w, float* bsum) {
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t t = 0; t < V; ++t) m = std::max(m, w[t] = x[t] / temp);
+    float total = 0.f;
+    for (int64_t t0 = 0; t0 < V; t0 += kSampleBlock) {
+        float s = 0.f;
+        for (int64_t t = t0; t < std::min(V, t0 + kSampleBlock); ++t) s += (w[t] = std::exp(w[t] - m));
+        bsum[t0 / kSampleBlock] = s;
+        total += s;
+    }
+    return total;
+}
+
+#ifdef RK_X86
+__attribute__((target("avx2,fma"))) inline __m256 exp_or_zero(__m256 d) {
+    // exp_nonpositive clamps at -87; tokens further below the max keep probability 0, as in torch
+    return _mm256_and_ps(exp_nonpositive(d), _mm256_cmp_ps(d, _mm256_set1_ps(-87.f), _CMP_GE_OQ));
+}
+
+__attribute__((target("avx2,fma"))) float avx2_weights(const float* x, int64_t V, float temp, float* w,
+                                                       float* bsum) {
+    const __m256 tv = _mm256_set1_ps(temp);
+    __m256 mv = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+    int64_t t = 0;
+    for (; t + 8 <= V; t += 8) {
+        const __m256 y = _mm256_div_ps(_mm256_loadu_ps(x + t), tv);  // division, like logits / T
+        _mm256_storeu_ps(w + t, y);
+        mv = _mm256_max_ps(mv, y);
+    }
+    float m = hmax(mv);
+    for (; t < V; ++t) m = std::max(m, w[t] = x[t] / temp);
+    const __m256 mb = _mm256_set1_ps(m);
+    float total = 0.f;
+    for (int64_t t0 = 0; t0 < V; t0 += kSampleBlock) {
+        float s = 0.f;
+        if (t0 + kSampleBlock <= V) {
+            const __m256 e0 = exp_or_zero(_mm256_sub_ps(_mm256_loadu_ps(w + t0), mb));
+            const __m256 e1 = exp_or_zero(_mm256_sub_ps(_mm256_loadu_ps(w + t0 + 8), mb));
+            _mm256_storeu_ps(w + t0, e0);
+            _mm256_storeu_ps(w + t0 + 8, e1);
+            s = hsum(_mm256_add_ps(e0, e1));
+        } else {
+            for (int64_t u = t0; u < V; ++u) s += (w[u] = std::exp(w[u] - m));
+        }
+        bsum[t0 / kSampleBlock] = s;
+        total += s;
+    }
+    return total;
+}
+
+// Mass of the weights strictly above p.
+__attribute__((target("avx2,fma"))) float avx2_mass_above(const float* w, int64_t V, float p) {
+    const __m256 pv = _mm256_set1_ps(p);
+    __m256 acc = _mm256_setzero_ps();
+    int64_t t = 0;
+    for (; t + 8 <= V; t += 8) {
+        const __m256 x = _mm256_loadu_ps(w + t);
+        acc = _mm256_add_ps(acc, _mm256_and_ps(x, _mm256_cmp_ps(x, pv, _CMP_GT_OQ)));
+    }
+    float s = hsum(acc);
+    for (; t < V; ++t) s += w[t] > p ? w[t] : 0.f;
+    return s;
+}
+#endif
+
+float scalar_mass_above(const float* w, int64_t V, float p) {
+    float s = 0.f;
+    for (int64_t t = 0; t < V; ++t) s += w[t] > p ? w[t] : 0.f;
+    return s;
+}
+
+// Inverse CDF: the first token whose running sum reaches target (never a zero-weight one).
+int64_t draw(const float* w, const float* bsum, int64_t V, float target) {
+    const int64_t nb = (V + kSampleBlock - 1) / kSampleBlock;
+    float c = 0.f;
+    int64_t b = 0;
+    for (; b < nb && c + bsum[b] < target; ++b) c += bsum[b];
+    if (b < nb)
+        for (int64_t t = b * kSampleBlock; t < V; ++t) {
+            c += w[t];
+            if (c >= target && w[t] > 0.f) return t;
+        }
+    int64_t t = V - 1;  // rounding left the target above the total: the last token with weight
+    while (t > 0 && !(w[t] > 0.f)) --t;
+    return t;
+}
 
 }  // namespace
 
@@ -188,13 +381,55 @@ void row_attention(const RowAttentionArgs& a, int64_t b0, int64_t b1) {
 #ifdef RK_X86
     static const bool avx2 = row_attention_has_avx2();
     if (avx2 && a.D % 8 == 0 && a.D / 8 <= kMaxChunks && a.H / a.Hkv <= kMaxGroup) {
+        const PvFn pv = pv_kernel(a.H / a.Hkv, a.D / 8);
         for (int64_t b = b0; b < b1; ++b)
-            for (int64_t j = 0; j < a.Hkv; ++j) avx2_row(a, b, j, sc);
+            for (int64_t j = 0; j < a.Hkv; ++j) {
+                store_new(a, b, j);
+                avx2_row(a, b, j, pv, sc);
+            }
         return;
     }
 #endif
     for (int64_t b = b0; b < b1; ++b)
-        for (int64_t j = 0; j < a.Hkv; ++j) scalar_row(a, b, j, sc);
+        for (int64_t j = 0; j < a.Hkv; ++j) {
+            store_new(a, b, j);
+            scalar_row(a, b, j, sc);
+        }
+}
+
+int64_t sample_row(const SampleArgs& a, int64_t b, float* w, float* bsum) {
+    const float* x = a.logits + b * a.row_stride;
+#ifdef RK_X86
+    static const bool avx2 = row_attention_has_avx2();
+#else
+    const bool avx2 = false;
+#endif
+#ifdef RK_X86
+    const float total = avx2 ? avx2_weights(x, a.V, a.temperature, w, bsum)
+                             : scalar_weights(x, a.V, a.temperature, w, bsum);
+#else
+    const float total = scalar_weights(x, a.V, a.temperature, w, bsum);
+#endif
+    const auto key = static_cast<uint64_t>(a.keys[b]);
+    const auto ctr = static_cast<uint64_t>(a.counters[b]);
+    const int64_t rounds = a.top_p < 1.f ? a.max_rounds : 1;
+    for (int64_t r = 0; r < rounds; ++r) {
+        const double u = counter_uniform(key + static_cast<uint64_t>(r) * kRetrySalt, ctr);
+        const int64_t tok = draw(w, bsum, a.V, static_cast<float>(u) * total);
+        if (a.top_p >= 1.f || w[tok] > (1.f - a.top_p) * total) return tok;
+#ifdef RK_X86
+        const float above = avx2 ? avx2_mass_above(w, a.V, w[tok]) : scalar_mass_above(w, a.V, w[tok]);
+#else
+        const float above = scalar_mass_above(w, a.V, w[tok]);
+#endif
+        if (above < a.top_p * total) return tok;
+    }
+    return -1;
+}
+
+void sample_rows(const SampleArgs& a, int64_t b0, int64_t b1) {
+    std::vector<float> w(static_cast<size_t>(a.V)), bsum(static_cast<size_t>(a.V / kSampleBlock + 1));
+    for (int64_t b = b0; b < b1; ++b) a.out[b] = sample_row(a, b, w.data(), bsum.data());
 }
 
 }  // namespace reversalkit
@@ -213,18 +448,22 @@ void bind_decode_attention(py::module_& m) {
         "row_attention_f32",
         [](uintptr_t q, uintptr_t k, uintptr_t v, int64_t row_stride, int64_t head_stride, uintptr_t lo,
            uintptr_t hi, uintptr_t prefix_scores, uintptr_t prefix_v, int64_t prefix_len, uintptr_t prefix_lo,
-           int64_t B, int64_t H, int64_t Hkv, int64_t D, float scale, uintptr_t out, int64_t num_threads) {
+           int64_t B, int64_t H, int64_t Hkv, int64_t D, float scale, uintptr_t out, int64_t num_threads,
+           uintptr_t k_new, uintptr_t v_new) {
             if (B < 0 || H <= 0 || Hkv <= 0 || D <= 0 || H % Hkv || prefix_len < 0)
                 throw std::invalid_argument("row_attention_f32: bad shape B=" + std::to_string(B) + " H=" +
                                             std::to_string(H) + " Hkv=" + std::to_string(Hkv) + " D=" +
                                             std::to_string(D) + " prefix_len=" + std::to_string(prefix_len));
+            if ((k_new == 0) != (v_new == 0))
+                throw std::invalid_argument("row_attention_f32: give both k_new and v_new, or neither");
             const reversalkit::RowAttentionArgs a{
-                reinterpret_cast<const float*>(q), reinterpret_cast<const float*>(k),
-                reinterpret_cast<const float*>(v), row_stride, head_stride,
+                reinterpret_cast<const float*>(q), reinterpret_cast<float*>(k),
+                reinterpret_cast<float*>(v), row_stride, head_stride,
                 reinterpret_cast<const int64_t*>(lo), reinterpret_cast<const int64_t*>(hi),
                 reinterpret_cast<const float*>(prefix_scores), reinterpret_cast<const float*>(prefix_v),
                 prefix_len, reinterpret_cast<const int64_t*>(prefix_lo), B, H, Hkv, D, scale,
-                reinterpret_cast<float*>(out)};
+                reinterpret_cast<float*>(out), reinterpret_cast<const float*>(k_new),
+                reinterpret_cast<const float*>(v_new)};
             py::gil_scoped_release release;
             const int64_t T = std::max<int64_t>(1, std::min<int64_t>(num_threads, B / 16));
             std::vector<std::thread> pool;
@@ -236,12 +475,40 @@ void bind_decode_attention(py::module_& m) {
         py::arg("q"), py::arg("k"), py::arg("v"), py::arg("row_stride"), py::arg("head_stride"), py::arg("lo"),
         py::arg("hi"), py::arg("prefix_scores"), py::arg("prefix_v"), py::arg("prefix_len"),
         py::arg("prefix_lo"), py::arg("B"), py::arg("H"), py::arg("Hkv"), py::arg("D"), py::arg("scale"),
-        py::arg("out"), py::arg("num_threads") = 1,
+        py::arg("out"), py::arg("num_threads") = 1, py::arg("k_new") = 0, py::arg("v_new") = 0,
         "Decode attention of one query per sequence over the shared prefix and tokens [lo, hi) of its\n"
         "KV row, on raw float32 buffers given by address (the caller keeps them alive and checks dtypes\n"
         "and layouts): q, out (B, H, D); k, v element (b, j, t, d) at b*row_stride + j*head_stride +\n"
         "t*D + d; lo, hi, prefix_lo int64 (B,); prefix_scores (Hkv, B, H/Hkv, prefix_len), already\n"
         "scaled; prefix_v (Hkv, prefix_len, D). Addresses of the prefix buffers are ignored when\n"
-        "prefix_len is 0.");
+        "prefix_len is 0. k_new, v_new (B, Hkv, D), when given, are first stored at row token hi - 1.");
     m.def("row_attention_has_avx2", &reversalkit::row_attention_has_avx2);
+    m.def(
+        "sample_rows_f32",
+        [](uintptr_t logits, int64_t B, int64_t V, int64_t row_stride, float temperature, float top_p,
+           uintptr_t keys, uintptr_t counters, int64_t max_rounds, uintptr_t out, int64_t num_threads) {
+            if (B < 0 || V <= 0 || row_stride < V || !(temperature > 0.f) || !(top_p > 0.f) || max_rounds < 0)
+                throw std::invalid_argument("sample_rows_f32: bad arguments B=" + std::to_string(B) + " V=" +
+                                            std::to_string(V) + " row_stride=" + std::to_string(row_stride) +
+                                            " temperature=" + std::to_string(temperature) + " top_p=" +
+                                            std::to_string(top_p) + " max_rounds=" + std::to_string(max_rounds));
+            const reversalkit::SampleArgs a{
+                reinterpret_cast<const float*>(logits), B, V, row_stride, temperature, top_p,
+                reinterpret_cast<const int64_t*>(keys), reinterpret_cast<const int64_t*>(counters), max_rounds,
+                reinterpret_cast<int64_t*>(out)};
+            py::gil_scoped_release release;
+            const int64_t T = std::max<int64_t>(1, std::min<int64_t>(num_threads, B / 64));
+            std::vector<std::thread> pool;
+            for (int64_t w = 1; w < T; ++w)
+                pool.emplace_back([&a, w, T, B] { reversalkit::sample_rows(a, B * w / T, B * (w + 1) / T); });
+            reversalkit::sample_rows(a, 0, B / T);
+            for (auto& th : pool) th.join();
+        },
+        py::arg("logits"), py::arg("B"), py::arg("V"), py::arg("row_stride"), py::arg("temperature"),
+        py::arg("top_p"), py::arg("keys"), py::arg("counters"), py::arg("max_rounds"), py::arg("out"),
+        py::arg("num_threads") = 1,
+        "Temperature + top-p sampling of B rows of float32 logits (row b at logits + b*row_stride), by\n"
+        "address: keys, counters int64 (B,); out int64 (B,) gets each token, or -1 for a row whose\n"
+        "nucleus draw was rejected max_rounds times (the caller samples those rows another way).\n"
+        "Row b's draws are reversalkit.engine.sampling's: counter_uniforms(key + r * salt, counter).");
 }

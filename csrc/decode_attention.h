@@ -17,8 +17,8 @@ namespace reversalkit {
 
 struct RowAttentionArgs {
     const float* q;        // (B, H, D) contiguous
-    const float* k;        // element (b, j, t, d) at b * row_stride + j * head_stride + t * D + d
-    const float* v;        // same layout as k
+    float* k;              // element (b, j, t, d) at b * row_stride + j * head_stride + t * D + d
+    float* v;              // same layout as k
     int64_t row_stride, head_stride;
     const int64_t* lo;     // (B,) first row token attended
     const int64_t* hi;     // (B,) one past the last row token; hi > lo
@@ -29,11 +29,33 @@ struct RowAttentionArgs {
     int64_t B, H, Hkv, D;
     float scale;           // applied to the row scores (the prefix scores come scaled)
     float* out;            // (B, H, D)
+    // (B, Hkv, D) K/V of the new tokens, stored at row token hi[b] - 1 before attending (so the
+    // row's last line is written and read while in cache); nullptr when already stored.
+    const float* k_new = nullptr;
+    const float* v_new = nullptr;
 };
 
 // Rows [b0, b1) of the batch.
 void row_attention(const RowAttentionArgs& a, int64_t b0, int64_t b1);
 
 bool row_attention_has_avx2();
+
+// Token sampling for the decode step: temperature, then top-p by rejection (draw from the full
+// distribution, redraw while the token lies outside the nucleus), one counter-based uniform per
+// draw so a row's tokens never depend on the rest of the batch. No sort: a draw costs three
+// passes over the vocabulary (max, exp + block sums, block-skipping CDF search), plus one for a
+// drawn token of probability <= 1 - top_p. Mirrors reversalkit.engine.sampling.sample_top_p.
+struct SampleArgs {
+    const float* logits;   // row b at logits + b * row_stride, V floats
+    int64_t B, V, row_stride;
+    float temperature;     // > 0
+    float top_p;           // (0, 1]; 1 = no truncation
+    const int64_t* keys;      // (B,) uint64 bit patterns
+    const int64_t* counters;  // (B,)
+    int64_t max_rounds;    // draws per row before giving up (-1 in out)
+    int64_t* out;          // (B,)
+};
+
+void sample_rows(const SampleArgs& a, int64_t b0, int64_t b1);
 
 }  // namespace reversalkit

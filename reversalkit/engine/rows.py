@@ -83,13 +83,13 @@ class RowDecodeAttention:
         Lc = rows.prefix_len
         tail = positions - Lc  # (B,) index of the new token in its row
         self.B, self.Lc = B, Lc
-        Hkv = rows.k.shape[2]
-        row_idx = torch.arange(B)[:, None] * Hkv + torch.arange(Hkv)[None, :]  # (B, Hkv)
-        self.write_idx = (row_idx * rows.max_tail + tail[:, None]).flatten()
         self.kernel = _row_kernel() if use_kernel and rows.k.dtype == torch.float32 else None
         if self.kernel is not None:
             self._init_kernel(positions, tail)
         else:
+            Hkv = rows.k.shape[2]
+            row_idx = torch.arange(B)[:, None] * Hkv + torch.arange(Hkv)[None, :]  # (B, Hkv)
+            self.write_idx = (row_idx * rows.max_tail + tail[:, None]).flatten()
             self._init_torch(positions, tail)
 
     def _init_kernel(self, positions: torch.Tensor, tail: torch.Tensor) -> None:
@@ -118,16 +118,16 @@ class RowDecodeAttention:
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q: (B, H, D); k, v: (B, Hkv, D) -> (B, H * D)."""
+        if self.kernel is not None:  # the kernel stores k, v in the rows itself
+            return self._fused(layer, q.contiguous(), k.contiguous(), v.contiguous())
         R = self.rows
         B, H, D = q.shape
         Hkv = k.shape[1]
         R.k[layer].view(-1, D).index_copy_(0, self.write_idx, k.reshape(B * Hkv, D))
         R.v[layer].view(-1, D).index_copy_(0, self.write_idx, v.reshape(B * Hkv, D))
-        if self.kernel is not None:
-            return self._fused(layer, q.contiguous())
         return self._torch(layer, q)
 
-    def _fused(self, layer: int, q: torch.Tensor) -> torch.Tensor:
+    def _fused(self, layer: int, q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor) -> torch.Tensor:
         R, w = self.rows, self.windows[layer]
         B, H, D = q.shape
         Hkv = R.k.shape[2]
@@ -142,7 +142,7 @@ class RowDecodeAttention:
             sc_ptr, pv_ptr = sc.data_ptr(), R.prefix_v[layer].data_ptr()
         self.kernel(q.data_ptr(), k.data_ptr(), v.data_ptr(), k.stride(0), k.stride(1), lo.data_ptr(),
                     self.hi.data_ptr(), sc_ptr, pv_ptr, Lc, prefix_lo.data_ptr(), B, H, Hkv, D, self.scale,
-                    out.data_ptr(), self.threads)
+                    out.data_ptr(), self.threads, k_new.data_ptr(), v_new.data_ptr())
         return out.view(B, H * D)
 
     def _torch(self, layer: int, q: torch.Tensor) -> torch.Tensor:
