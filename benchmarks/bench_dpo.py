@@ -12,18 +12,16 @@ weight. Providers:
   trl            TRL's DPO flow: its chunked log-prob function on the completion tokens, sums, sigmoid loss
   rk             reversalkit sequence_logprobs -> dpo_loss (per-token autograd, 4 GEMMs)
   rk-fused       reversalkit linear_dpo_loss (gradients in the forward, 3 GEMMs)
-Every provider runs in its own process (see bench_logprob.run_isolated).
+Every provider runs in its own process, the providers taking turns (see benchmarks/_kernel_common.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Callable
 
 import torch
 
-from benchmarks.bench_logprob import check_targets, run_isolated
+from benchmarks._kernel_common import bench_main, builders
 
 SHAPES = {"full": dict(b=4, t=513, h=1024, v=32000), "quick": dict(b=2, t=129, h=256, v=8000)}
 BETA = 0.1
@@ -99,32 +97,10 @@ def _rk_fused(hidden, weight, ids, mask, rc, rr):
 
 
 def providers(shape: dict, backward: bool) -> dict[str, Callable[[], Callable[[], object]]]:
-    def make(body):
-        def build():
-            batch = _batch(**shape, grad=backward)
-            run = body(*batch)
-
-            def call():
-                batch[0].grad = batch[1].grad = None
-                loss = run()
-                if backward:
-                    loss.backward()
-                return loss
-
-            return call
-
-        return build
-
-    out = {
-        "naive": make(_naive),
-        "liger": make(_liger),
-        "trl": make(_trl),
-        "rk": make(_rk),
-        "rk-fused": make(_rk_fused),
-    }
+    bodies = {"naive": _naive, "liger": _liger, "trl": _trl, "rk": _rk, "rk-fused": _rk_fused}
     if backward:
-        out["liger-compiled"] = make(lambda *batch: _liger(*batch, compiled=True))
-    return out
+        bodies["liger-compiled"] = lambda *batch: _liger(*batch, compiled=True)
+    return builders(lambda: _batch(**shape, grad=backward), bodies, backward)
 
 
 def cases(shape_name: str) -> dict:
@@ -138,25 +114,7 @@ def cases(shape_name: str) -> dict:
 
 
 def main(argv=None) -> None:
-    from benchmarks.bench_logprob import worker
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small shapes")
-    ap.add_argument("--repeat", type=int, default=None, help="timed calls per provider (default 3, quick 5)")
-    ap.add_argument("--providers", nargs="*", help="run only these providers")
-    ap.add_argument("--worker", nargs=2, metavar=("CASE", "PROVIDER"), help=argparse.SUPPRESS)
-    ap.add_argument("--shape", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    shape_name = args.shape or ("quick" if args.quick else "full")
-    table = cases(shape_name)
-    repeat = args.repeat or (5 if shape_name == "quick" else 3)
-    if args.worker:
-        print(json.dumps(worker(table, *args.worker, repeat)))
-        return
-    rows = run_isolated("benchmarks.bench_dpo", "dpo", table, shape_name, repeat, args.providers)
-    for ours in ("rk", "rk-fused"):
-        for peer in ("liger", "liger-compiled"):
-            check_targets(rows, "dpo fwd+bwd", ours, 0.25, 1.0, peer, 0.7)
+    bench_main("benchmarks.bench_dpo", "dpo", __doc__, cases, "dpo fwd+bwd", argv)
 
 
 if __name__ == "__main__":

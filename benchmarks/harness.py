@@ -89,7 +89,7 @@ def peak_extra_memory(fn: Callable[[], Any], device: str | None = None) -> int |
     CUDA: the caching allocator's peak statistic. CPU (Linux): the kernel's resident-set high-water
     mark, reset through /proc/self/clear_refs just before the call; freed-but-retained heap pages
     would hide allocations, so benchmarks that report CPU memory run each provider in a fresh
-    process (`run_isolated`). Returns None where neither mechanism is available.
+    process (`benchmarks/_kernel_common.py`). Returns None where neither mechanism is available.
     """
     if device and device.startswith("cuda"):
         import torch

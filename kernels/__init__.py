@@ -2,11 +2,13 @@
 
     token_logprobs(logits, targets)                      (N, V) logits -> (N,) log p(target)
     linear_token_logprobs(hidden, weight, targets)       same from (N, H) hidden + (V, H) lm_head,
-                                                         never holding the (N, V) logits
+                                                         never holding the (N, V) logits; gradients
+                                                         computed in the forward (3 GEMMs for a
+                                                         token sum or mean)
     sequence_logprobs(hidden, weight, input_ids, completion_mask) -> (sum (B,), mean (B,))
     dpo_loss(pc, pr, rc, rr, beta=, loss_type=)         sigmoid | ipo | hinge | robust
-    linear_nll_loss / linear_dpo_loss                   the same losses with gradients computed in
-                                                         the forward (3 GEMMs instead of 4)
+    linear_nll_loss / linear_dpo_loss                   the losses with gradients computed in the
+                                                         forward (3 GEMMs, DPO's per-pair weights too)
 
 Every op has a plain-torch `<op>_reference` (test oracle, benchmark baseline) and takes
 `backend="auto" | "triton" | "torch"` (see `_backend.py`; "triton" on CPU tensors runs Triton's

@@ -21,9 +21,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._backend import libdevice, precise_math, resolve_backend, tl, triton
+from ._backend import kernel_exp, libdevice, precise_math, resolve_backend, tl, triton
+from ._checks import LOSS_TYPES, check_dpo_args
 
-LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust")
 _LOSS_CODES = {name: i for i, name in enumerate(LOSS_TYPES)}
 
 if triton is not None:
@@ -39,13 +39,6 @@ if triton is not None:
             e = tl.exp(-tl.abs(z))
             u = 1.0 + e
             return tl.minimum(z, 0.0) - tl.where(u == 1.0, e, tl.log(u) * (e / (u - 1.0)))
-
-    @triton.jit
-    def _exp_dpo(x, PRECISE: tl.constexpr):
-        if PRECISE:
-            return libdevice.exp(x)
-        else:
-            return tl.exp(x)
 
     @triton.jit
     def _dpo_fwd_kernel(
@@ -74,7 +67,7 @@ if triton is not None:
         ls_neg = _log_sigmoid(-z, PRECISE)
         if LOSS == 0:  # sigmoid
             loss = -(1.0 - eps) * ls_pos - eps * ls_neg
-            dldm = beta * (-(1.0 - eps) * _exp_dpo(ls_neg, PRECISE) + eps * _exp_dpo(ls_pos, PRECISE))
+            dldm = beta * (-(1.0 - eps) * kernel_exp(ls_neg, PRECISE) + eps * kernel_exp(ls_pos, PRECISE))
         elif LOSS == 1:  # ipo
             d = m - 1.0 / (2.0 * beta)
             loss = d * d
@@ -86,7 +79,7 @@ if triton is not None:
             loss = (-(1.0 - eps) * ls_pos + eps * ls_neg) / (1.0 - 2.0 * eps)
             dldm = (
                 beta
-                * (-(1.0 - eps) * _exp_dpo(ls_neg, PRECISE) - eps * _exp_dpo(ls_pos, PRECISE))
+                * (-(1.0 - eps) * kernel_exp(ls_neg, PRECISE) - eps * kernel_exp(ls_pos, PRECISE))
                 / (1.0 - 2.0 * eps)
             )
         tl.store(loss_ptr + offs, loss, mask=mask)
@@ -166,25 +159,9 @@ class DPOLossFunction(torch.autograd.Function):
         return (*grads, None, None, None, None)
 
 
-def _validate(shape_ref, tensors, beta, loss_type, eps, reduction):
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type={loss_type!r} is not one of {LOSS_TYPES}")
-    if not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
-    if loss_type in ("sigmoid", "robust") and not 0.0 <= eps < 0.5:
-        raise ValueError(f"label_smoothing must lie in [0, 0.5) for loss_type={loss_type!r}, got {eps}")
-    if loss_type in ("ipo", "hinge") and eps != 0.0:
-        raise ValueError(
-            f"label_smoothing applies to 'sigmoid' and 'robust' only; got {eps} with {loss_type!r}"
-        )
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    for name, t in tensors.items():
-        if t.dim() != 1 or t.shape != shape_ref:
-            raise ValueError(
-                f"{name} must be 1-D with shape {tuple(shape_ref)} like policy_chosen_logps, "
-                f"got {tuple(t.shape)}"
-            )
+def _check(pc, pr, rc, rr, beta, loss_type, eps, reduction):
+    tensors = {"policy_rejected_logps": pr, "ref_chosen_logps": rc, "ref_rejected_logps": rr}
+    check_dpo_args(pc.shape, tensors, beta, loss_type, eps, reduction)
 
 
 def _reduce(loss, reduction):
@@ -210,23 +187,10 @@ def dpo_loss(
     All four inputs are (B,) sequence log-probs (summed over completion tokens; length-normalised
     for "ipo"). Gradients flow to every input that requires them.
     """
-    tensors = {
-        "policy_rejected_logps": policy_rejected_logps,
-        "ref_chosen_logps": ref_chosen_logps,
-        "ref_rejected_logps": ref_rejected_logps,
-    }
-    _validate(policy_chosen_logps.shape, tensors, beta, loss_type, label_smoothing, reduction)
+    logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    _check(*logps, beta, loss_type, label_smoothing, reduction)
     path = resolve_backend(backend, policy_chosen_logps)
-    loss = DPOLossFunction.apply(
-        policy_chosen_logps,
-        policy_rejected_logps,
-        ref_chosen_logps,
-        ref_rejected_logps,
-        float(beta),
-        loss_type,
-        float(label_smoothing),
-        path,
-    )
+    loss = DPOLossFunction.apply(*logps, float(beta), loss_type, float(label_smoothing), path)
     chosen_rewards = beta * (policy_chosen_logps.detach().float() - ref_chosen_logps.detach().float())
     rejected_rewards = beta * (policy_rejected_logps.detach().float() - ref_rejected_logps.detach().float())
     return _reduce(loss, reduction), chosen_rewards, rejected_rewards
@@ -244,18 +208,8 @@ def dpo_loss_reference(
     reduction="mean",
 ):
     """Plain-torch autograd formulas, in the inputs' dtype (fp64 in, fp64 out): the test oracle."""
-    _validate(
-        policy_chosen_logps.shape,
-        {
-            "policy_rejected_logps": policy_rejected_logps,
-            "ref_chosen_logps": ref_chosen_logps,
-            "ref_rejected_logps": ref_rejected_logps,
-        },
-        beta,
-        loss_type,
-        label_smoothing,
-        reduction,
-    )
+    logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    _check(*logps, beta, loss_type, label_smoothing, reduction)
     eps = label_smoothing
     m = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
     if loss_type == "sigmoid":

@@ -20,8 +20,9 @@ from typing import NamedTuple
 
 import torch
 
-from ._backend import check_target_range, chunk_rows, compute_dtype, resolve_backend
-from .dpo import _validate, dpo_forward
+from ._backend import chunk_rows, compute_dtype, resolve_backend
+from ._checks import check_dpo_args, check_target_range
+from .dpo import dpo_forward
 from .fused_loss import fused_rows
 from .sequence import shifted_rows
 
@@ -161,7 +162,7 @@ def linear_dpo_loss(
     if hidden.dim() != 3 or hidden.shape[0] % 2:
         raise ValueError(f"hidden must be (2B, T, H) with chosen rows first, got shape {tuple(hidden.shape)}")
     b = hidden.shape[0] // 2
-    _validate(
+    check_dpo_args(
         torch.Size([b]),
         {"ref_chosen_logps": ref_chosen_logps, "ref_rejected_logps": ref_rejected_logps},
         beta,

@@ -3,13 +3,13 @@
     linear_nll_loss(hidden (N, H), weight (V, H), targets (N,), ignore_index=-100, reduction="mean")
     linear_dpo_loss(...)  in fused_dpo.py, on the same engine (`fused_rows`)
 
-`linear_token_logprobs` cannot know d loss / d logp until backward, so it recomputes each chunk's
-logits there. When the loss is known up front and is separable over chunks of rows (a token mean;
-a mean over pairs, each chunk holding whole pairs), each chunk's upstream gradient is known right
-after that chunk's forward: the chunk's logits are turned in place into g * (onehot - softmax)
+When the loss is known up front and is separable over chunks of rows (a token mean; a mean over
+pairs, each chunk holding whole pairs), each chunk's upstream gradient is known right after that
+chunk's forward: the chunk's logits are turned in place into g * (onehot - softmax)
 and multiplied out at once (grad_hidden rows, grad_weight += G^T h in fp32), and backward only
 scales the stored gradients by the incoming scalar. This is the Liger fused-linear scheme, done
 without torch.func and without materialising log_softmax next to the logits.
+`linear_token_logprobs` runs the same pass with a unit upstream gradient and scales in backward.
 """
 
 from __future__ import annotations
@@ -18,15 +18,8 @@ from collections.abc import Callable
 
 import torch
 
-from ._backend import (
-    addmm_fp32_,
-    check_rows,
-    check_target_range,
-    chunk_rows,
-    compute_dtype,
-    mm_into,
-    resolve_backend,
-)
+from ._backend import addmm_fp32_, chunk_rows, compute_dtype, mm_into, resolve_backend
+from ._checks import check_linear
 from .logprob import grad_from_exp_, logprob_rows_backward, logprob_rows_forward, rows_forward_consuming
 
 # chunk_grad(start, end, logp (c,)) -> d loss / d logp for rows [start, end), fp32 (c,)
@@ -44,27 +37,34 @@ def fused_rows(
     *,
     need_rows: bool,
     need_weight: bool,
-    weight_dtype: torch.dtype,
+    weight_dtype: torch.dtype | None,
+    lse_out: torch.Tensor | None = None,
 ):
-    """One pass over row chunks: (logp (M,), grad_rows (M, H) fp32 | None, grad_weight | None).
+    """One pass over row chunks: (logp (M,), grad_rows (M, H) | None, grad_weight (V, H) | None).
 
     rows, weight: in the compute dtype. Chunks are processed in `bounds` order, so chunk_grad may
-    rely on the log-probs of earlier chunks.
+    rely on the log-probs of earlier chunks. Gradients accumulate in fp32 (fp64 for fp64 rows);
+    grad_weight comes back in `weight_dtype`, or in the accumulator's dtype when that is None.
+    lse_out: optional (M,) fp64, receives each row's log-sum-exp (what a later recompute needs).
     """
     m, v = rows.shape[0], weight.shape[0]
+    acc_dtype = torch.float64 if rows.dtype == torch.float64 else torch.float32
     logp = torch.zeros(m, dtype=torch.float32, device=rows.device)
-    grad_rows = torch.empty(rows.shape, dtype=torch.float32, device=rows.device) if need_rows else None
-    acc = torch.zeros(weight.shape, dtype=torch.float32, device=rows.device) if need_weight else None
+    grad_rows = torch.empty(rows.shape, dtype=acc_dtype, device=rows.device) if need_rows else None
+    acc = torch.zeros(weight.shape, dtype=acc_dtype, device=rows.device) if need_weight else None
     widest = max((e - s for s, e in bounds), default=0)
     buf = torch.empty(widest * v, dtype=rows.dtype, device=rows.device)
     consume = backend == "torch" and rows.dtype in (torch.float32, torch.float64)
     for s, e in bounds:
-        logits = torch.mm(rows[s:e], weight.t(), out=buf[: (e - s) * v].view(e - s, v))  # (c, V)
+        logits = buf[: (e - s) * v].view(e - s, v)  # (c, V)
+        mm_into(logits, rows[s:e], weight.t())
         if consume:
-            lp, _, sumexp = rows_forward_consuming(logits, targets[s:e], ignore_index)
+            lp, lse, sumexp = rows_forward_consuming(logits, targets[s:e], ignore_index)
         else:
             lp, lse = logprob_rows_forward(logits, targets[s:e], ignore_index, backend)
         logp[s:e] = lp
+        if lse_out is not None:
+            lse_out[s:e] = lse
         g = chunk_grad(s, e, lp)  # always called: it may also accumulate the loss
         if not (need_rows or need_weight):
             continue
@@ -76,11 +76,13 @@ def fused_rows(
             mm_into(grad_rows[s:e], logits, weight)
         if need_weight:
             addmm_fp32_(acc, logits.t(), rows[s:e])
-    grad_w = None if acc is None else acc.to(weight_dtype)
-    return logp, grad_rows, grad_w
+    if acc is not None and weight_dtype is not None:
+        acc = acc.to(weight_dtype)
+    return logp, grad_rows, acc
 
 
-def _uniform_bounds(n: int, step: int) -> list[tuple[int, int]]:
+def row_bounds(n: int, step: int) -> list[tuple[int, int]]:
+    """[(start, end)) chunks of `step` rows covering n rows."""
     return [(s, min(s + step, n)) for s in range(0, n, step)]
 
 
@@ -95,7 +97,7 @@ class _FusedNLLFunction(torch.autograd.Function):
             hidden.to(cdt),
             weight.to(cdt),
             targets,
-            _uniform_bounds(hidden.shape[0], chunk),
+            row_bounds(hidden.shape[0], chunk),
             grad_of,
             ignore_index,
             backend,
@@ -130,14 +132,9 @@ def linear_nll_loss(
     Same value as `-linear_token_logprobs(...).sum() / n_valid`, with gradients computed in the
     forward (3 GEMMs). hidden: (N, H); weight: (V, H); targets: (N,).
     """
-    check_rows("hidden", hidden, targets)
-    if weight.dim() != 2 or weight.shape[1] != hidden.shape[1]:
-        raise ValueError(
-            f"weight must be (V, {hidden.shape[1]}) to match hidden (N, H), got {tuple(weight.shape)}"
-        )
+    check_linear(hidden, weight, targets, ignore_index)
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    check_target_range(targets, weight.shape[0], ignore_index)
     path = resolve_backend(backend, hidden)
     chunk = chunk_rows(hidden.shape[0], weight.shape[0], hidden.device, chunk_size)
     return _FusedNLLFunction.apply(hidden, weight, targets.contiguous(), ignore_index, chunk, reduction, path)

@@ -52,15 +52,22 @@ def sequence_logprobs(
     completion_mask: torch.Tensor,
     *,
     chunk_size: int | None = None,
+    grad_in_forward: bool = False,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed and mean log-probs of each row's completion tokens: ((B,), (B,)) float32.
 
     hidden: (B, T, H) last hidden states; weight: (V, H) lm_head; input_ids: (B, T);
     completion_mask: (B, T), nonzero at completion tokens. Differentiable w.r.t. hidden and weight.
+    grad_in_forward: see `linear_token_logprobs`; off by default because a loss on these sums gives
+    each sequence's tokens their own upstream gradient (DPO, a mean of means), and then the weight
+    gradient computed in the forward would be thrown away. Turn it on for a loss whose gradient is
+    the same for every token, such as the sum of `sum` over sequences.
     """
     rows, targets, seq_index, counts = shifted_rows(hidden, input_ids, completion_mask)
-    token_logps = linear_token_logprobs(rows, weight, targets, chunk_size=chunk_size, backend=backend)  # (M,)
+    token_logps = linear_token_logprobs(
+        rows, weight, targets, chunk_size=chunk_size, grad_in_forward=grad_in_forward, backend=backend
+    )  # (M,)
     return _reduce(token_logps, seq_index, counts, hidden.shape[0])
 
 

@@ -17,6 +17,7 @@ from reversalkit.kernels import (
     sequence_logprobs_reference,
 )
 from test_kernels_logprob import DTYPES, assert_within_torch_error, make_targets, needs_triton
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def make_linear(n, h, v, dtype, seed):
@@ -40,8 +41,8 @@ def run_with_grads(fn, hidden, weight, grad_out):
     return out, gh, gw
 
 
-def check_linear(n, h, v, dtype, backend, chunk_size, seed=0):
-    hidden, weight, targets, grad_out = make_linear(n, h, v, dtype, seed)
+def check_linear(n, h, v, dtype, backend, chunk_size, seed=0, device="cpu"):
+    hidden, weight, targets, grad_out = (x.to(device) for x in make_linear(n, h, v, dtype, seed))
     ref = run_with_grads(
         lambda a, b: linear_token_logprobs_reference(a, b, targets),
         hidden.double(),
@@ -90,6 +91,73 @@ def test_linear_token_logprobs_fp64_inputs_every_chunking():
         )
         for k, r in zip(out, ref):
             assert torch.allclose(k.double(), r, atol=1e-6 * r.abs().max().item(), rtol=1e-6)
+
+
+class GemmCounter(TorchDispatchMode):
+    """Counts the matrix products (mm / addmm) run while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.addmm_):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("chunk", [1, 4, None])
+def test_linear_token_logprobs_uniform_grad_is_computed_in_forward(dtype, chunk):
+    # A token sum/mean gives every scored row the same upstream gradient: the gradients come from the
+    # forward (3 GEMMs a chunk) and backward runs none. Ignored rows get a different, even non-finite,
+    # upstream gradient, which must neither count nor leak. chunk=1 puts 1-row chunks through the
+    # GEMMs (see MIN_GEMM_ROWS) at a vocabulary long enough for their accuracy to show.
+    hidden, weight, targets, _ = make_linear(9, 40, 32000, dtype, 6)
+    grad_out = torch.where(targets != -100, 0.37, float("nan"))
+    ref = run_with_grads(
+        lambda a, b: linear_token_logprobs_reference(a, b, targets),
+        hidden.double(),
+        weight.double(),
+        torch.where(targets != -100, 0.37, 0.0).double(),
+    )
+    nat = run_with_grads(lambda a, b: native_linear(a, b, targets), hidden, weight, grad_out.nan_to_num())
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    with GemmCounter() as fwd:
+        out = linear_token_logprobs(h, w, targets, chunk_size=chunk, backend="torch")
+    with GemmCounter() as bwd:
+        gh, gw = torch.autograd.grad(out, (h, w), grad_out)
+    n_chunks = -(-9 // (chunk or 9))
+    assert (fwd.count, bwd.count) == (3 * n_chunks, 0)
+    for name, k, t, r in zip(("logp", "grad_hidden", "grad_weight"), (out, gh, gw), nat, ref):
+        assert_within_torch_error(name, k, t, r, dtype)
+
+
+def test_linear_token_logprobs_backward_paths_agree():
+    # Per-row upstream gradients: grad_hidden still comes from the forward, grad_weight from a
+    # recompute; a second backward (retain_graph) finds the forward's results used up and recomputes
+    # both; grad_in_forward=False never computes them in the forward. All agree to fp32 rounding.
+    hidden, weight, targets, grad_out = make_linear(33, 24, 500, torch.float32, 2)
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    out = linear_token_logprobs(h, w, targets, chunk_size=8)
+    with GemmCounter() as bwd:
+        first = torch.autograd.grad(out, (h, w), grad_out, retain_graph=True)
+    tiles = -(-500 // (8 * 500 // 33))  # backward vocabulary tiles hold as many logits as a chunk: 5
+    assert bwd.count == 2 * tiles  # recomputed logits and grad_weight; no grad_hidden GEMM
+    second = torch.autograd.grad(out, (h, w), grad_out)
+    with GemmCounter() as fwd:
+        plain = run_with_grads(
+            lambda a, b: linear_token_logprobs(a, b, targets, chunk_size=8, grad_in_forward=False),
+            hidden,
+            weight,
+            grad_out,
+        )
+    assert fwd.count == 5 + 3 * tiles  # 5 forward chunks of logits; per tile: logits, grad_w, grad_h
+    assert torch.equal(plain[0], out)
+    for a, b, c in zip(first, second, plain[1:]):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6) and torch.allclose(a, c, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # no gradient wanted: the plain forward, the same log-probs
+        assert torch.equal(linear_token_logprobs(h, w, targets, chunk_size=8), out.detach())
 
 
 def test_linear_token_logprobs_rejects_bad_inputs():
@@ -179,16 +247,4 @@ def test_linear_nll_loss_matches_token_logprobs(backend, reduction):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("n,h,v,chunk", [(7, 48, 1000, 3), (333, 72, 32000, 64), (1031, 1000, 50257, None)])
 def test_linear_token_logprobs_cuda(n, h, v, chunk, dtype):
-    hidden, weight, targets, grad_out = (x.cuda() for x in make_linear(n, h, v, dtype, 4))
-    ref = run_with_grads(
-        lambda a, b: linear_token_logprobs_reference(a, b, targets),
-        hidden.double(),
-        weight.double(),
-        grad_out.double(),
-    )
-    nat = run_with_grads(lambda a, b: native_linear(a, b, targets), hidden, weight, grad_out)
-    ker = run_with_grads(
-        lambda a, b: linear_token_logprobs(a, b, targets, chunk_size=chunk), hidden, weight, grad_out
-    )
-    for name, k, t, r in zip(("logp", "grad_hidden", "grad_weight"), ker, nat, ref):
-        assert_within_torch_error(name, k, t, r, dtype)
+    check_linear(n, h, v, dtype, "auto", chunk, seed=4, device="cuda")
