@@ -13,6 +13,7 @@ workload would take it most of an hour). Note: on a 2-core machine shared with o
 
     python -m benchmarks.bench_sampler            # 256 prompts x n=8 x 128 tokens (tiny), 16 prompts (100M)
     python -m benchmarks.bench_sampler --quick    # smaller, for a smoke run
+    python -m benchmarks.bench_sampler --study 64 --models tiny   # study-shaped, reversalkit only
 """
 
 from __future__ import annotations
@@ -139,6 +140,29 @@ def reversalkit_generate(engine, prompts, n, max_new, temperature=0.75, top_p=0.
     return sum(len(c.token_ids) for o in outs for c in o)
 
 
+def study_cases(kind: str, num_prompts: int) -> list[Case]:
+    """The study's zero-shot sampling step: ~25-token prompts, n=8, 96 new tokens, temperature 1.0,
+    top-p 1.0 (a full pass over the vocabulary per token), reversalkit alone. Prints CPU time too."""
+    from reversalkit.engine import Engine  # noqa: PLC0415
+
+    tok = build_tokenizer()
+    prompts = build_prompts(num_prompts, shots=0)
+    engine = Engine(build_model(kind, len(tok)), tok)
+    n, max_new = 8, 96
+
+    def run() -> int:
+        c0 = time.process_time()
+        out = reversalkit_generate(engine, prompts, n, max_new, temperature=1.0, top_p=1.0)
+        print(f"[bench_sampler] study {kind}: cpu {time.process_time() - c0:.2f}s, "
+              f"engine loop {engine.stats['seconds']:.2f}s")
+        return out
+
+    return [Case(f"{kind} study {num_prompts}x{n}x{max_new} T=1 p=1", {"reversalkit": run},
+                 baseline="reversalkit", params={"model": kind, "n": n, "max_new_tokens": max_new,
+                                                 "prompts": num_prompts, "shots": 0},
+                 work=num_prompts * n * max_new, work_unit="tok")]
+
+
 def make_cases(kind: str, num_prompts: int, n: int, max_new: int, hf_batch_prompts: int,
                batch_prompts: int, skip: set[str]) -> list[Case]:
     """Two cases per model, each comparing equal work: all prompts (HF generate as the baseline)
@@ -178,6 +202,9 @@ def main(argv=None) -> None:
     ap.add_argument("--skip", default="", help="comma-separated providers to skip")
     ap.add_argument("--models", default="tiny,100m", help="comma-separated: tiny, 100m")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--study", type=int, default=0,
+                    help="only the study-shaped case (zero-shot, n=8, 96 tokens, T=1, top-p 1) with this "
+                         "many prompts")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -190,7 +217,7 @@ def main(argv=None) -> None:
     cases = []
     for kind in [m.strip() for m in args.models.split(",") if m.strip()]:
         t0 = time.perf_counter()
-        cases += make_cases(kind, *shapes[kind], skip=skip)
+        cases += study_cases(kind, args.study) if args.study else make_cases(kind, *shapes[kind], skip=skip)
         print(f"[bench_sampler] built {kind} in {time.perf_counter() - t0:.1f}s")
     run_cases("sampler", cases, warmup=0, repeat=1, measure_memory=False, save=not args.quick)
 

@@ -1,6 +1,6 @@
 // pybind11 bindings for reversalkit._C: the only file that knows about Python.
-// The C++ sources beside it (ngrams.*, block_manager.*) are plain C++17; each defines its
-// bind_* function in a small section at the end of its .cpp, declared here.
+// The C++ sources beside it are plain C++17; each defines its bind_* function in a small section
+// at the end of its .cpp, declared here.
 #include <pybind11/pybind11.h>
 
 namespace py = pybind11;
@@ -8,16 +8,13 @@ namespace py = pybind11;
 void bind_ngrams(py::module_& m);
 void bind_block_manager(py::module_& m);
 void bind_decode_attention(py::module_& m);
+void bind_decode_step(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
-    m.doc() = "reversalkit host-side hot loops (n-gram statistics, KV block allocator)";
-#if __has_include("ngrams.h")
+    m.doc() = "reversalkit host-side hot loops: n-gram statistics, KV block allocator, CPU decode "
+              "attention, and the decode step's sampler, RoPE and RMSNorm";
     bind_ngrams(m);
-#endif
-#if __has_include("block_manager.h")
     bind_block_manager(m);
-#endif
-#if __has_include("decode_attention.h")
     bind_decode_attention(m);
-#endif
+    bind_decode_step(m);
 }

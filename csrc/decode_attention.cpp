@@ -6,10 +6,7 @@
 #include <limits>
 #include <vector>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define RK_X86 1
-#endif
+#include "simd_math.h"
 
 namespace reversalkit {
 namespace {
@@ -67,40 +64,6 @@ void scalar_row(const RowAttentionArgs& a, int64_t b, int64_t j, std::vector<flo
 }
 
 #ifdef RK_X86
-__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
-    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    x = _mm_add_ss(x, _mm_movehdup_ps(x));
-    return _mm_cvtss_f32(x);
-}
-
-__attribute__((target("avx2,fma"))) inline float hmax(__m256 v) {
-    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
-    x = _mm_max_ss(x, _mm_movehdup_ps(x));
-    return _mm_cvtss_f32(x);
-}
-
-// exp(x) for x <= 0: n = round(x / ln 2), r = x - n ln 2 (Cody-Waite, two parts), e^r by its
-// degree-7 Taylor polynomial (|r| <= 0.35: truncation error < 1e-8), times 2^n.
-__attribute__((target("avx2,fma"))) inline __m256 exp_nonpositive(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.f));  // below, e^x underflows float anyway
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.f / 5040.f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 720.f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120.f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24.f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6.f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
 // In place: sc[0:tot] -> exp(sc - max); returns the sum.
 __attribute__((target("avx2,fma"))) float softmax_numerators(float* sc, int64_t tot) {
     __m256 mv = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
@@ -263,109 +226,6 @@ void store_new(const RowAttentionArgs& a, int64_t b, int64_t j) {
     std::copy_n(a.v_new + src, a.D, a.v + dst);
 }
 
-
-// ---- token sampling (see sample_rows in decode_attention.h) ----
-
-constexpr int64_t kSampleBlock = 16;  // weights per block sum: the CDF search skips whole blocks
-constexpr uint64_t kRetrySalt = 0xD1B54A32D192ED03ULL;
-
-// splitmix64 of key + counter * golden ratio -> (0, 1); reversalkit.engine.sampling.counter_uniforms.
-double counter_uniform(uint64_t key, uint64_t ctr) {
-    uint64_t x = key + ctr * 0x9E3779B97F4A7C15ULL;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-    x ^= x >> 31;
-    return (static_cast<double>(x >> 11) + 0.5) * 0x1p-53;
-}
-
-// w = exp(x / temp - max), bsum[i] = sum of block i of w; returns the total (sum of the bsum).
-float scalar_weights(const float* x, int64_t V, float temp, float* w, float* bsum) {
-    float m = -std::numeric_limits<float>::infinity();
-    for (int64_t t = 0; t < V; ++t) m = std::max(m, w[t] = x[t] / temp);
-    float total = 0.f;
-    for (int64_t t0 = 0; t0 < V; t0 += kSampleBlock) {
-        float s = 0.f;
-        for (int64_t t = t0; t < std::min(V, t0 + kSampleBlock); ++t) s += (w[t] = std::exp(w[t] - m));
-        bsum[t0 / kSampleBlock] = s;
-        total += s;
-    }
-    return total;
-}
-
-#ifdef RK_X86
-__attribute__((target("avx2,fma"))) inline __m256 exp_or_zero(__m256 d) {
-    // exp_nonpositive clamps at -87; tokens further below the max keep probability 0, as in torch
-    return _mm256_and_ps(exp_nonpositive(d), _mm256_cmp_ps(d, _mm256_set1_ps(-87.f), _CMP_GE_OQ));
-}
-
-__attribute__((target("avx2,fma"))) float avx2_weights(const float* x, int64_t V, float temp, float* w,
-                                                       float* bsum) {
-    const __m256 tv = _mm256_set1_ps(temp);
-    __m256 mv = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-    int64_t t = 0;
-    for (; t + 8 <= V; t += 8) {
-        const __m256 y = _mm256_div_ps(_mm256_loadu_ps(x + t), tv);  // division, like logits / T
-        _mm256_storeu_ps(w + t, y);
-        mv = _mm256_max_ps(mv, y);
-    }
-    float m = hmax(mv);
-    for (; t < V; ++t) m = std::max(m, w[t] = x[t] / temp);
-    const __m256 mb = _mm256_set1_ps(m);
-    float total = 0.f;
-    for (int64_t t0 = 0; t0 < V; t0 += kSampleBlock) {
-        float s = 0.f;
-        if (t0 + kSampleBlock <= V) {
-            const __m256 e0 = exp_or_zero(_mm256_sub_ps(_mm256_loadu_ps(w + t0), mb));
-            const __m256 e1 = exp_or_zero(_mm256_sub_ps(_mm256_loadu_ps(w + t0 + 8), mb));
-            _mm256_storeu_ps(w + t0, e0);
-            _mm256_storeu_ps(w + t0 + 8, e1);
-            s = hsum(_mm256_add_ps(e0, e1));
-        } else {
-            for (int64_t u = t0; u < V; ++u) s += (w[u] = std::exp(w[u] - m));
-        }
-        bsum[t0 / kSampleBlock] = s;
-        total += s;
-    }
-    return total;
-}
-
-// Mass of the weights strictly above p.
-__attribute__((target("avx2,fma"))) float avx2_mass_above(const float* w, int64_t V, float p) {
-    const __m256 pv = _mm256_set1_ps(p);
-    __m256 acc = _mm256_setzero_ps();
-    int64_t t = 0;
-    for (; t + 8 <= V; t += 8) {
-        const __m256 x = _mm256_loadu_ps(w + t);
-        acc = _mm256_add_ps(acc, _mm256_and_ps(x, _mm256_cmp_ps(x, pv, _CMP_GT_OQ)));
-    }
-    float s = hsum(acc);
-    for (; t < V; ++t) s += w[t] > p ? w[t] : 0.f;
-    return s;
-}
-#endif
-
-float scalar_mass_above(const float* w, int64_t V, float p) {
-    float s = 0.f;
-    for (int64_t t = 0; t < V; ++t) s += w[t] > p ? w[t] : 0.f;
-    return s;
-}
-
-// Inverse CDF: the first token whose running sum reaches target (never a zero-weight one).
-int64_t draw(const float* w, const float* bsum, int64_t V, float target) {
-    const int64_t nb = (V + kSampleBlock - 1) / kSampleBlock;
-    float c = 0.f;
-    int64_t b = 0;
-    for (; b < nb && c + bsum[b] < target; ++b) c += bsum[b];
-    if (b < nb)
-        for (int64_t t = b * kSampleBlock; t < V; ++t) {
-            c += w[t];
-            if (c >= target && w[t] > 0.f) return t;
-        }
-    int64_t t = V - 1;  // rounding left the target above the total: the last token with weight
-    while (t > 0 && !(w[t] > 0.f)) --t;
-    return t;
-}
-
 }  // namespace
 
 bool row_attention_has_avx2() {
@@ -397,40 +257,6 @@ void row_attention(const RowAttentionArgs& a, int64_t b0, int64_t b1) {
         }
 }
 
-int64_t sample_row(const SampleArgs& a, int64_t b, float* w, float* bsum) {
-    const float* x = a.logits + b * a.row_stride;
-#ifdef RK_X86
-    static const bool avx2 = row_attention_has_avx2();
-#else
-    const bool avx2 = false;
-#endif
-#ifdef RK_X86
-    const float total = avx2 ? avx2_weights(x, a.V, a.temperature, w, bsum)
-                             : scalar_weights(x, a.V, a.temperature, w, bsum);
-#else
-    const float total = scalar_weights(x, a.V, a.temperature, w, bsum);
-#endif
-    const auto key = static_cast<uint64_t>(a.keys[b]);
-    const auto ctr = static_cast<uint64_t>(a.counters[b]);
-    const int64_t rounds = a.top_p < 1.f ? a.max_rounds : 1;
-    for (int64_t r = 0; r < rounds; ++r) {
-        const double u = counter_uniform(key + static_cast<uint64_t>(r) * kRetrySalt, ctr);
-        const int64_t tok = draw(w, bsum, a.V, static_cast<float>(u) * total);
-        if (a.top_p >= 1.f || w[tok] > (1.f - a.top_p) * total) return tok;
-#ifdef RK_X86
-        const float above = avx2 ? avx2_mass_above(w, a.V, w[tok]) : scalar_mass_above(w, a.V, w[tok]);
-#else
-        const float above = scalar_mass_above(w, a.V, w[tok]);
-#endif
-        if (above < a.top_p * total) return tok;
-    }
-    return -1;
-}
-
-void sample_rows(const SampleArgs& a, int64_t b0, int64_t b1) {
-    std::vector<float> w(static_cast<size_t>(a.V)), bsum(static_cast<size_t>(a.V / kSampleBlock + 1));
-    for (int64_t b = b0; b < b1; ++b) a.out[b] = sample_row(a, b, w.data(), bsum.data());
-}
 
 }  // namespace reversalkit
 
@@ -483,32 +309,4 @@ void bind_decode_attention(py::module_& m) {
         "scaled; prefix_v (Hkv, prefix_len, D). Addresses of the prefix buffers are ignored when\n"
         "prefix_len is 0. k_new, v_new (B, Hkv, D), when given, are first stored at row token hi - 1.");
     m.def("row_attention_has_avx2", &reversalkit::row_attention_has_avx2);
-    m.def(
-        "sample_rows_f32",
-        [](uintptr_t logits, int64_t B, int64_t V, int64_t row_stride, float temperature, float top_p,
-           uintptr_t keys, uintptr_t counters, int64_t max_rounds, uintptr_t out, int64_t num_threads) {
-            if (B < 0 || V <= 0 || row_stride < V || !(temperature > 0.f) || !(top_p > 0.f) || max_rounds < 0)
-                throw std::invalid_argument("sample_rows_f32: bad arguments B=" + std::to_string(B) + " V=" +
-                                            std::to_string(V) + " row_stride=" + std::to_string(row_stride) +
-                                            " temperature=" + std::to_string(temperature) + " top_p=" +
-                                            std::to_string(top_p) + " max_rounds=" + std::to_string(max_rounds));
-            const reversalkit::SampleArgs a{
-                reinterpret_cast<const float*>(logits), B, V, row_stride, temperature, top_p,
-                reinterpret_cast<const int64_t*>(keys), reinterpret_cast<const int64_t*>(counters), max_rounds,
-                reinterpret_cast<int64_t*>(out)};
-            py::gil_scoped_release release;
-            const int64_t T = std::max<int64_t>(1, std::min<int64_t>(num_threads, B / 64));
-            std::vector<std::thread> pool;
-            for (int64_t w = 1; w < T; ++w)
-                pool.emplace_back([&a, w, T, B] { reversalkit::sample_rows(a, B * w / T, B * (w + 1) / T); });
-            reversalkit::sample_rows(a, 0, B / T);
-            for (auto& th : pool) th.join();
-        },
-        py::arg("logits"), py::arg("B"), py::arg("V"), py::arg("row_stride"), py::arg("temperature"),
-        py::arg("top_p"), py::arg("keys"), py::arg("counters"), py::arg("max_rounds"), py::arg("out"),
-        py::arg("num_threads") = 1,
-        "Temperature + top-p sampling of B rows of float32 logits (row b at logits + b*row_stride), by\n"
-        "address: keys, counters int64 (B,); out int64 (B,) gets each token, or -1 for a row whose\n"
-        "nucleus draw was rejected max_rounds times (the caller samples those rows another way).\n"
-        "Row b's draws are reversalkit.engine.sampling's: counter_uniforms(key + r * salt, counter).");
 }

@@ -40,22 +40,4 @@ void row_attention(const RowAttentionArgs& a, int64_t b0, int64_t b1);
 
 bool row_attention_has_avx2();
 
-// Token sampling for the decode step: temperature, then top-p by rejection (draw from the full
-// distribution, redraw while the token lies outside the nucleus), one counter-based uniform per
-// draw so a row's tokens never depend on the rest of the batch. No sort: a draw costs three
-// passes over the vocabulary (max, exp + block sums, block-skipping CDF search), plus one for a
-// drawn token of probability <= 1 - top_p. Mirrors reversalkit.engine.sampling.sample_top_p.
-struct SampleArgs {
-    const float* logits;   // row b at logits + b * row_stride, V floats
-    int64_t B, V, row_stride;
-    float temperature;     // > 0
-    float top_p;           // (0, 1]; 1 = no truncation
-    const int64_t* keys;      // (B,) uint64 bit patterns
-    const int64_t* counters;  // (B,)
-    int64_t max_rounds;    // draws per row before giving up (-1 in out)
-    int64_t* out;          // (B,)
-};
-
-void sample_rows(const SampleArgs& a, int64_t b0, int64_t b1);
-
 }  // namespace reversalkit

@@ -8,12 +8,15 @@ from scipy import stats
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from reversalkit._ext import native
 from reversalkit.engine import Engine, SamplingParams
 from reversalkit.engine.sampling import (
+    Sampler,
     as_int64,
     counter_uniforms,
     process_logits,
     sample_from_logits,
+    sample_native,
     sample_top_p,
 )
 
@@ -91,6 +94,51 @@ def test_top_p_rejection_sampler_is_the_nucleus_distribution(scale):
             freq = torch.bincount(tok, minlength=30).double() / N
             assert (freq[expected[r] == 0] == 0).all()
             assert (freq - expected[r]).abs().max() < 5 * (0.25 / N) ** 0.5  # 5 sigma
+
+
+def _native_top_p(x, top_p, keys, ctr, max_rounds):
+    assert native() is not None and hasattr(native(), "sample_rows_f32"), "build reversalkit._C"
+    return sample_native(x.float(), 1.0, top_p, keys, ctr, max_rounds=max_rounds)
+
+
+@pytest.mark.parametrize("scale", [0.05, 1.0, 4.0])
+def test_native_sampler_is_the_nucleus_distribution(scale):
+    """The C++ sampler (rejection, and with max_rounds=0 its sorting fallback) against the nucleus."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 37, dtype=torch.float64) * scale
+    N = 40000
+    keys = torch.arange(N, dtype=torch.int64) * 7919 + 3
+    ctr = torch.full((N,), 5, dtype=torch.int64)
+    for top_p in (0.8, 1.0):
+        expected = process_logits(x, SamplingParams(temperature=1.0, top_p=top_p)).softmax(-1)
+        for rounds in (8, 0):
+            for r in range(2):
+                tok = _native_top_p(x[r:r + 1].expand(N, -1).contiguous(), top_p, keys, ctr, rounds)
+                freq = torch.bincount(tok, minlength=37).double() / N
+                assert (freq[expected[r] == 0] == 0).all()
+                assert (freq - expected[r]).abs().max() < 5 * (0.25 / N) ** 0.5  # 5 sigma
+
+
+@pytest.mark.parametrize("top_p", [0.9, 1.0])
+def test_native_sampler_draws_the_torch_paths_tokens(top_p):
+    """Same uniforms, same algorithm: the C++ rows equal the torch path's tokens but for draws
+    that land within float rounding of a CDF step (a few in a million)."""
+    torch.manual_seed(1)
+    B, V, T = 3000, 1003, 0.7  # V not a multiple of the 16-token blocks
+    logits = torch.randn(B, V) * torch.linspace(0.1, 6.0, B)[:, None]  # flat to peaked rows
+    keys = torch.randint(-2**62, 2**62, (B,))
+    ctr = torch.randint(0, 500, (B,))
+    params = SamplingParams(temperature=T, top_p=top_p)
+    got = Sampler(params)(logits, keys, ctr)[0]
+    want = Sampler(params, use_native=False)(logits, keys, ctr)[0]
+    assert _native_top_p(logits[:1], top_p, keys[:1], ctr[:1], 8) is not None
+    assert (got != want).sum() <= 2
+    torch.set_num_threads(2)  # rows split over threads: the same tokens
+    assert torch.equal(Sampler(params)(logits, keys, ctr)[0], got)
+    torch.set_num_threads(1)
+    lo = logits[:, :500]  # strided rows (a view of a wider buffer)
+    oracle = Sampler(params, use_native=False)
+    assert (Sampler(params)(lo, keys, ctr)[0] != oracle(lo, keys, ctr)[0]).sum() <= 2
 
 
 def test_counter_uniforms_match_splitmix_reference():

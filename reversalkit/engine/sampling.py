@@ -6,7 +6,9 @@ sample is a hash of (request key, k), where the request key hashes (seed, prompt
 sample's index. A sample therefore gets the same tokens whatever else shares the batch, and after a
 preemption (its KV is recomputed) it continues with exactly the draws it would have made. One
 uniform per token is enough: the token is found by inverse-CDF search over the (truncated)
-distribution, which is exact for any distribution.
+distribution, which is exact for any distribution. On the CPU, temperature + top-p (top_k 0) runs
+in reversalkit._C (`sample_native`: the same draws, one pass per row without batch temporaries);
+the torch functions here are its fallback and test oracle.
 
     sampler = Sampler(params)
     tokens, logprobs = sampler(logits, keys, counters)   # (B, V) -> (B,), (B,) | None
@@ -19,6 +21,7 @@ import hashlib
 import numpy as np
 import torch
 
+from reversalkit._ext import native
 from reversalkit.engine.sequence import SamplingParams
 
 _MASK64 = (1 << 64) - 1
@@ -151,29 +154,64 @@ def sample_top_p(x: torch.Tensor, top_p: float, keys: torch.Tensor, counters: to
     return out
 
 
+def _native_sampler():
+    ext = native()
+    return getattr(ext, "sample_rows_f32", None) if ext is not None else None
+
+
+def sample_native(logits: torch.Tensor, temperature: float, top_p: float, keys: torch.Tensor,
+                  counters: torch.Tensor, max_rounds: int = 8) -> torch.Tensor | None:
+    """`sample_top_p` (or, at top_p 1, inverse-CDF sampling) of logits / temperature in
+    reversalkit._C: the same draws, row by row without sorting or batch-wide temporaries. Rows whose
+    nucleus draw is rejected max_rounds times take sample_top_p's sorting fallback here.
+
+    logits: (B, V) float32 on the CPU; keys, counters: (B,) int64 -> (B,) int64, or None when the
+    extension (or a CPU float32 input) is missing.
+    """
+    kernel = _native_sampler()
+    if kernel is None or logits.device.type != "cpu" or logits.dtype != torch.float32 or logits.dim() != 2:
+        return None
+    B, V = logits.shape
+    x = logits if logits.stride(1) == 1 else logits.contiguous()
+    keys, counters = keys.contiguous(), counters.contiguous()
+    out = torch.empty(B, dtype=torch.int64)
+    kernel(x.data_ptr(), B, V, x.stride(0), float(temperature), float(top_p), keys.data_ptr(),
+           counters.data_ptr(), max_rounds, out.data_ptr(), torch.get_num_threads())
+    rows = (out < 0).nonzero().flatten()
+    if rows.numel():
+        u = counter_uniforms(keys[rows] + as_int64(max_rounds * _RETRY_SALT), counters[rows])
+        out[rows] = _inverse_cdf(process_logits_top_p(x[rows] / temperature, top_p).softmax(-1), u)
+    return out
+
+
 class Sampler:
     """Picks the next token of every row; rows are independent of each other."""
 
-    def __init__(self, params: SamplingParams):
+    def __init__(self, params: SamplingParams, use_native: bool = True):
         self.params = params
+        self.use_native = use_native  # False: the pure-torch path (the native one's test oracle)
 
     def __call__(self, logits: torch.Tensor, keys: torch.Tensor | None, counters: torch.Tensor | None
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """logits: (B, V); keys, counters: (B,) int64 (unused when greedy)
         -> tokens (B,) int64 and the model's log-probs of them (B,) or None."""
         p = self.params
-        if p.greedy:
-            tokens = logits.argmax(-1)
-        else:
-            if p.top_p < 1.0 and p.top_k == 0:
-                tokens = sample_top_p(logits.float() / p.temperature, p.top_p, keys, counters)
-            else:
-                tokens = sample_from_logits(process_logits(logits, p), counter_uniforms(keys, counters))
+        tokens = logits.argmax(-1) if p.greedy else self._draw(logits, keys, counters)
         logprobs = None
         if p.logprobs:
             lf = logits.float()
             logprobs = lf.gather(1, tokens[:, None]).squeeze(1) - lf.logsumexp(-1)
         return tokens, logprobs
+
+    def _draw(self, logits: torch.Tensor, keys: torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        if p.top_k == 0 and self.use_native:
+            tokens = sample_native(logits, p.temperature, p.top_p, keys, counters)
+            if tokens is not None:
+                return tokens
+        if p.top_p < 1.0 and p.top_k == 0:
+            return sample_top_p(logits.float() / p.temperature, p.top_p, keys, counters)
+        return sample_from_logits(process_logits(logits, p), counter_uniforms(keys, counters))
 
 
 class StopChecker:
