@@ -66,6 +66,11 @@ class HFSampler:
         return out
 
 
+# TRL's configs default to bf16 autocast and gradient checkpointing; reversalkit trains this model in
+# fp32 without checkpointing, so the peer does the same work at the same precision.
+SAME_PRECISION = {"bf16": False, "fp16": False, "gradient_checkpointing": False}
+
+
 def trl_sft(model, tok, data, tcfg, out_dir: str) -> None:
     from datasets import Dataset  # noqa: PLC0415
     from trl import SFTConfig, SFTTrainer  # noqa: PLC0415
@@ -76,7 +81,7 @@ def trl_sft(model, tok, data, tcfg, out_dir: str) -> None:
                      warmup_steps=tcfg.warmup_steps, max_length=tcfg.max_length,
                      max_grad_norm=tcfg.max_grad_norm or 0.0, weight_decay=tcfg.weight_decay, report_to=[],
                      save_strategy="no", logging_strategy="no", use_cpu=not torch.cuda.is_available(),
-                     seed=tcfg.seed, dataloader_num_workers=0, disable_tqdm=True)
+                     seed=tcfg.seed, dataloader_num_workers=0, disable_tqdm=True, **SAME_PRECISION)
     SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok).train()
 
 
@@ -91,7 +96,7 @@ def trl_dpo(model, tok, data, tcfg, out_dir: str) -> None:
                      max_grad_norm=tcfg.max_grad_norm or 0.0, beta=tcfg.beta, loss_type=[tcfg.loss_type],
                      precompute_ref_log_probs=True, report_to=[], save_strategy="no", logging_strategy="no",
                      use_cpu=not torch.cuda.is_available(), seed=tcfg.seed, dataloader_num_workers=0,
-                     disable_tqdm=True)
+                     disable_tqdm=True, **SAME_PRECISION)
     DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok).train()
 
 

@@ -131,14 +131,20 @@ def addmm_fp32_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
 
 # MKL's sgemm/dgemm switch to a matrix-vector path when A has fewer than 4 rows, which sums the K
 # products serially: at K = 32000 (a vocabulary) its error was 10x the blocked kernel's (7.8e-5
-# against 6.1e-6, fp32, measured on this project's CPU). A chunk's remainder of 1-3 rows is padded.
-MIN_GEMM_ROWS = 4
+# against 6.1e-6, fp32, measured on this project's CPU). With several threads MKL may split A's rows
+# among them, so a chunk's remainder is padded to 4 rows per thread.
+MIN_GEMM_ROWS_PER_THREAD = 4
+
+
+def _min_gemm_rows() -> int:
+    return MIN_GEMM_ROWS_PER_THREAD * max(1, torch.get_num_threads())
 
 
 def mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     """out = a @ b, rounding once to out's dtype (fp32 accumulation inside the GEMM)."""
-    if not a.is_cuda and 0 < a.shape[0] < MIN_GEMM_ROWS:
-        padded = torch.cat([a, a.new_zeros(MIN_GEMM_ROWS - a.shape[0], a.shape[1])])  # (4, K)
+    min_rows = 0 if a.is_cuda else _min_gemm_rows()
+    if 0 < a.shape[0] < min_rows:
+        padded = torch.cat([a, a.new_zeros(min_rows - a.shape[0], a.shape[1])])  # (min_rows, K)
         out.copy_(torch.mm(padded, b)[: a.shape[0]])
         return
     if a.dtype == out.dtype:

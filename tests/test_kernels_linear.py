@@ -112,7 +112,7 @@ def test_linear_token_logprobs_uniform_grad_is_computed_in_forward(dtype, chunk)
     # A token sum/mean gives every scored row the same upstream gradient: the gradients come from the
     # forward (3 GEMMs a chunk) and backward runs none. Ignored rows get a different, even non-finite,
     # upstream gradient, which must neither count nor leak. chunk=1 puts 1-row chunks through the
-    # GEMMs (see MIN_GEMM_ROWS) at a vocabulary long enough for their accuracy to show.
+    # GEMMs (see MIN_GEMM_ROWS_PER_THREAD) at a vocabulary long enough for their accuracy to show.
     hidden, weight, targets, _ = make_linear(9, 40, 32000, dtype, 6)
     grad_out = torch.where(targets != -100, 0.37, float("nan"))
     ref = run_with_grads(
