@@ -38,6 +38,7 @@ def _pair_batch(encoded: Sequence[tuple[Encoded, Encoded]], idx: Sequence[int], 
 
 
 @torch.no_grad()
+@torch.no_grad()  # a fixed target: never part of the policy's graph
 def reference_logprobs(model, tokenizer, pairs: Sequence[DPOPair], cfg: TrainConfig) -> torch.Tensor:
     """Summed completion log-probs (P, 2) float32 on CPU: column 0 chosen, column 1 rejected.
 
