@@ -38,16 +38,21 @@ def _batch(b, t, h, v, grad):
     return hidden, weight, ids, mask, ref[0], ref[1]
 
 
-def _naive(hidden, weight, ids, mask, rc, rr):
-    from reversalkit.kernels import dpo_loss_reference, sequence_logprobs_reference
-
+def _two_stage(seq_logprobs, loss, hidden, weight, ids, mask, rc, rr):
+    """Per-sequence log-probs of chosen (first half) and rejected rows, then the DPO loss on them."""
     b = rc.shape[0]
 
     def run():
-        sums, _ = sequence_logprobs_reference(hidden, weight, ids, mask)
-        return dpo_loss_reference(sums[:b], sums[b:], rc, rr, beta=BETA)[0]
+        sums, _ = seq_logprobs(hidden, weight, ids, mask)
+        return loss(sums[:b], sums[b:], rc, rr, beta=BETA)[0]
 
     return run
+
+
+def _naive(*batch):
+    from reversalkit.kernels import dpo_loss_reference, sequence_logprobs_reference
+
+    return _two_stage(sequence_logprobs_reference, dpo_loss_reference, *batch)
 
 
 def _liger(hidden, weight, ids, mask, rc, rr, compiled=False):
@@ -78,16 +83,10 @@ def _trl(hidden, weight, ids, mask, rc, rr):
     return run
 
 
-def _rk(hidden, weight, ids, mask, rc, rr):
+def _rk(*batch):
     from reversalkit.kernels import dpo_loss, sequence_logprobs
 
-    b = rc.shape[0]
-
-    def run():
-        sums, _ = sequence_logprobs(hidden, weight, ids, mask)
-        return dpo_loss(sums[:b], sums[b:], rc, rr, beta=BETA)[0]
-
-    return run
+    return _two_stage(sequence_logprobs, dpo_loss, *batch)
 
 
 def _rk_fused(hidden, weight, ids, mask, rc, rr):

@@ -22,3 +22,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one intra-op thread avoids OpenMP stalls when the machine is shared."""
+    from train_fixtures import single_thread
+
+    with single_thread():
+        yield

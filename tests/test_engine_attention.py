@@ -17,14 +17,7 @@ from reversalkit.engine.attention import (
 )
 from reversalkit.engine.rows import RowDecodeAttention, RowKV
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP stalls when the machine is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def dense_attention(q, k, v, scale, window=None):

@@ -72,6 +72,20 @@ def _finish(fig, ax_list, path: Path) -> str:
     return path.name
 
 
+def _legend_once(ax) -> None:
+    """A legend with each label once (M1 appears once per method in the raw handles)."""
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=8)
+
+
+def _save(fig, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path.name
+
+
 def plot_pass1(results: dict[str, Any], out: Path) -> str:
     plt = _plt()
     splits = [results["id_split"], *results["ood_splits"]]
@@ -161,13 +175,8 @@ def plot_pass_k(results: dict[str, Any], out: Path) -> str | None:
     ax.set_xlabel("k")
     ax.set_title(f"pass@k ({split})", fontsize=10)
     ax.grid(alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
-    uniq = dict(zip(labels, handles))
-    ax.legend(uniq.values(), uniq.keys(), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "pass_k.png", dpi=110)
-    plt.close(fig)
-    return "pass_k.png"
+    _legend_once(ax)
+    return _save(fig, out / "pass_k.png")
 
 
 def plot_levels(results: dict[str, Any], out: Path) -> str | None:
@@ -196,13 +205,8 @@ def plot_levels(results: dict[str, Any], out: Path) -> str | None:
         ax.set_title(f"greedy accuracy by level - {split}", fontsize=10)
         ax.set_xlabel("level")
         ax.grid(alpha=0.3)
-        handles, labels = ax.get_legend_handles_labels()
-        uniq = dict(zip(labels, handles))
-        ax.legend(uniq.values(), uniq.keys(), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "levels.png", dpi=110)
-    plt.close(fig)
-    return "levels.png"
+        _legend_once(ax)
+    return _save(fig, out / "levels.png")
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
