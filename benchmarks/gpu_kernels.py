@@ -33,6 +33,7 @@ def parse_args(argv=None):
     ap.add_argument("--skip-correctness", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--diagnose", action="store_true", help="fp32 gradient error by variant (see diagnose)")
     return ap.parse_args(argv)
 
 
@@ -242,6 +243,100 @@ def correctness(report):
         )
 
 
+def diagnose():
+    """Where fp32 gradient error comes from on this device: each variant's max error against the
+    float64 reference, for the fused-linear NLL and the DPO composition (GEMM shapes and chunking
+    vs the row kernels). Printed, and returned for the JSON."""
+    out = []
+
+    def errs(label, fn, tensors, ref):
+        got = with_grads(fn, tensors)
+        row = {"variant": label}
+        for what, k, r in zip(("grad_hidden", "grad_weight"), got[1:], ref[1:]):
+            row[what] = max_err(k, r)
+        out.append(row)
+        print(f"  {label:58s} grad_hidden {row['grad_hidden']:.3e}  grad_weight {row['grad_weight']:.3e}")
+
+    gen = torch.Generator(DEV).manual_seed(5)
+    n, h, v = (33, 40, 3000) if ARGS.dry_run else (1031, 1000, 50257)
+    hid = torch.randn(n, h, generator=gen, device=DEV)
+    w = torch.randn(v, h, generator=gen, device=DEV) * 2 / h**0.5
+    t = targets_for(n, v, gen)
+    nll = lambda fn: lambda a, b: -fn(a, b).sum() / max(int((t != -100).sum()), 1)
+    print(f"diagnose: linear NLL fp32 {n}x{h}x{v}")
+    ref = with_grads(
+        nll(lambda a, b: RK.linear_token_logprobs_reference(a, b, t)), [hid.double(), w.double()]
+    )
+    errs("torch full logits", nll(lambda a, b: RK.linear_token_logprobs_reference(a, b, t)), [hid, w], ref)
+
+    def torch_chunks(a, b, c=300):
+        return torch.cat(
+            [RK.linear_token_logprobs_reference(a[i : i + c], b, t[i : i + c]) for i in range(0, n, c)]
+        )
+
+    errs("torch full logits, 300-row chunks", nll(torch_chunks), [hid, w], ref)
+    for be in ("triton", "torch"):
+        for c in (300, None):
+            errs(
+                f"linear_nll_loss {be} chunk={c}",
+                lambda a, b, be=be, c=c: RK.linear_nll_loss(a, b, t, chunk_size=c, backend=be),
+                [hid, w],
+                ref,
+            )
+
+    b_, t_, h_, v_ = (3, 11, 40, 300) if ARGS.dry_run else (8, 129, 200, 32000)
+    print(f"diagnose: DPO fp32 {2 * b_}x{t_}x{h_}x{v_}")
+    hid, w, ids, mask, rc, rr = dpo_batch(
+        b_, t_, h_, v_, torch.float32, torch.Generator(DEV).manual_seed(b_ + t_ + h_ + v_)
+    )
+
+    def composed(seq):
+        def run(a, c):
+            sums, _ = seq(a, c)
+            return RK.dpo_loss_reference(
+                sums[:b_], sums[b_:], rc.to(sums.dtype), rr.to(sums.dtype), beta=0.5
+            )[0]
+
+        return run
+
+    ref = with_grads(
+        composed(lambda a, c: RK.sequence_logprobs_reference(a, c, ids, mask)), [hid.double(), w.double()]
+    )
+    errs(
+        "torch full logits (all B*T rows)",
+        composed(lambda a, c: RK.sequence_logprobs_reference(a, c, ids, mask)),
+        [hid, w],
+        ref,
+    )
+    shifted = sys.modules["rk_kernels.sequence"].shifted_rows
+
+    def scored_only(a, c):
+        rows, tg, si, counts = shifted(a, ids, mask)
+        lp = RK.linear_token_logprobs_reference(rows, c, tg)
+        return torch.zeros(2 * b_, dtype=lp.dtype, device=DEV).index_add(0, si, lp), None
+
+    errs("torch, scored rows only", composed(scored_only), [hid, w], ref)
+    for be in ("triton", "torch"):
+        for gif in (False, True):
+            errs(
+                f"sequence_logprobs {be} grad_in_forward={gif}",
+                composed(
+                    lambda a, c, be=be, gif=gif: RK.sequence_logprobs(
+                        a, c, ids, mask, backend=be, grad_in_forward=gif
+                    )
+                ),
+                [hid, w],
+                ref,
+            )
+        errs(
+            f"linear_dpo_loss {be}",
+            lambda a, c, be=be: RK.linear_dpo_loss(a, c, ids, mask, rc, rr, beta=0.5, backend=be).loss,
+            [hid, w],
+            ref,
+        )
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- speed
 
 
@@ -336,6 +431,11 @@ def speed_cases(n, h, v, flce, liger_dpo):
     cases[("dpo fwd+bwd", "rk-fused")] = dpo_bwd(
         lambda a, c: RK.linear_dpo_loss(a, c, ids, mask, rc, rr).loss
     )
+
+    def clear():  # peak memory is measured from a state without gradients, whatever ran before
+        hg.grad = wg.grad = hd.grad = None
+
+    cases[("clear", "")] = clear
     if liger_dpo is not None:
         lig = liger_dpo(beta=0.1, use_ref_model=False, compiled=False)
         tg = torch.where(mask[:, 1:].bool(), ids[:, 1:], -100)
@@ -347,8 +447,11 @@ def speed(rows, repeat, flce, liger_dpo):
     n, h, v = (256, 64, 1000) if ARGS.dry_run else (16384, 4096, 128256)
     rate = matmul_rate(n, h, v, repeat)
     print(f"bf16 matmul rate ({n}x{h} @ {h}x{v}): {rate / 1e12:.1f} TFLOP/s", flush=True)
-    for (case, prov), fn in speed_cases(n, h, v, flce, liger_dpo).items():
+    cases = speed_cases(n, h, v, flce, liger_dpo)
+    clear = cases.pop(("clear", ""))
+    for (case, prov), fn in cases.items():
         try:
+            clear()
             mem = peak_mem(fn)
             med, best = timed(fn, repeat)
         except Exception as exc:  # OOM or a peer failure: record and continue
@@ -423,6 +526,12 @@ def main():
                 f"  FAIL {r['check']}: kernel {r['kernel_err']:.3g} vs torch {r['torch_err']:.3g} "
                 f"(+{r['floor']:.2g})"
             )
+    diag = None
+    if ARGS.diagnose:
+        try:
+            diag = diagnose()
+        except Exception as exc:  # noqa: BLE001 - diagnostics must not cost the other numbers
+            print(f"diagnose failed: {type(exc).__name__}: {exc}")
     if not ARGS.skip_speed:
         meta.update(speed(rows, ARGS.repeat, flce, liger_dpo))
     meta["wall_s"] = time.perf_counter() - t0
@@ -437,7 +546,7 @@ def main():
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         Path(out, "gpu_kernels.json").write_text(
-            json.dumps({"meta": meta, "correctness": report, "speed": rows}, indent=1)
+            json.dumps({"meta": meta, "correctness": report, "speed": rows, "diagnose": diag}, indent=1)
         )
         Path(out, "gpu_kernels.md").write_text(md + "\n")
 

@@ -149,3 +149,49 @@ def test_cuda_graph_buckets_and_parked_rows():
     owned = {b for s in sched.running for b in s.block_table} | {engine.num_blocks}
     assert set(changed.nonzero().flatten().tolist()) <= owned
     assert changed[engine.num_blocks]
+
+
+class _FakeGraph:
+    """Stands in for torch.cuda.CUDAGraph on the CPU; the test below gives it a faithful replay."""
+
+    def __init__(self):
+        self.replay = lambda: None
+
+    def pool(self):
+        return None
+
+
+class _FakeStream:
+    def wait_stream(self, other):
+        pass
+
+
+def test_cuda_graph_capture_keeps_live_rows_and_new_weights_recapture(monkeypatch):
+    """Capture happens on the first decode step, with live sequences in rows 0..B-1: it must leave
+    their state as it found it; and load_weights must drop graphs that read the old weights. CUDA's
+    graph API is replaced by stand-ins whose replay reruns the step eagerly into the captured output."""
+    import contextlib
+
+    from reversalkit.engine.cuda_graphs import DecodeGraphs
+
+    for name, fake in (("Stream", _FakeStream), ("current_stream", _FakeStream), ("CUDAGraph", _FakeGraph),
+                       ("stream", lambda s: contextlib.nullcontext()), ("synchronize", lambda: None),
+                       ("graph", lambda g, pool=None: contextlib.nullcontext())):
+        monkeypatch.setattr(torch.cuda, name, fake)
+
+    class ReplayingGraphs(DecodeGraphs):
+        def capture(self, r):
+            super().capture(r)
+            for b, g in self.graphs.items():
+                g.replay = lambda b=b: self.outputs[b].copy_(r.forward_decode(b))
+
+    params = SamplingParams(n=2, temperature=0, max_new_tokens=20)
+    make = lambda seed: Engine(tiny(seed), None, block_size=4, decode_backend="reference", max_num_seqs=8)
+    want = [ids(make(seed).generate(prompts(), params, progress=False)) for seed in (0, 1)]
+    engine = make(0)
+    engine.runner.graphs = ReplayingGraphs(8, scratch_block=engine.num_blocks)
+    assert ids(engine.generate(prompts(), params, progress=False)) == want[0]
+    assert engine.runner.graphs.graphs and engine.runner.graphs.failed is None
+    engine.load_weights(tiny(1).state_dict())
+    assert not engine.runner.graphs.graphs  # recaptured on the next decode step
+    assert ids(engine.generate(prompts(), params, progress=False)) == want[1]

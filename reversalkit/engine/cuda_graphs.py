@@ -38,12 +38,22 @@ class DecodeGraphs:
         self.outputs: dict[int, torch.Tensor] = {}
         self.failed: str | None = None
 
+    def reset(self) -> None:
+        """Drop the recorded graphs (they point at the weights they were captured with); the next
+        decode step captures again. Call after the model's weight tensors are replaced."""
+        self.graphs.clear()
+        self.outputs.clear()
+        self.failed = None
+
     def _park(self, r, lo: int, hi: int) -> None:
         r.row_pos[lo:hi] = 0
         r.row_tokens[lo:hi] = 0
         r.block_tables[lo:hi, 0] = self.scratch
 
     def capture(self, r) -> None:
+        """Record one graph per bucket. Capture runs on the first decode step, while rows 0..B-1
+        hold live sequences: their row state is parked for the recording and restored afterwards."""
+        saved = r.row_pos.clone(), r.row_tokens.clone(), r.block_tables.clone()
         self._park(r, 0, r.max_rows)
         try:
             stream = torch.cuda.Stream()
@@ -65,7 +75,10 @@ class DecodeGraphs:
             self.outputs.clear()
             warnings.warn(f"CUDA graph capture failed ({self.failed}); decoding eagerly", RuntimeWarning,
                           stacklevel=2)
-        torch.cuda.synchronize()
+        finally:
+            torch.cuda.synchronize()
+            for live, kept in zip((r.row_pos, r.row_tokens, r.block_tables), saved):
+                live.copy_(kept)
 
     def __call__(self, r, B: int) -> torch.Tensor | None:
         """Logits (B, V) of runner r's decode step, or None when graphs are unavailable."""

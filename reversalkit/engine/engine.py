@@ -142,6 +142,8 @@ class Engine:
         """Refresh the weights from a transformers-style state dict; cached prefix KV is dropped."""
         self.model.load_weights(state_dict)
         self.block_manager.reset()
+        if self.runner.graphs is not None:  # captured graphs read the old weight tensors
+            self.runner.graphs.reset()
 
     def generate(self, prompts: Seq[str] | Seq[Seq[int]], params: SamplingParams | None = None,
                  progress: bool = True) -> list[list[Completion]]:

@@ -22,9 +22,18 @@ import torch
 import torch.nn.functional as F
 
 from reversalkit._ext import native
+from reversalkit.engine import fused_ops
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 _DYNAMIC_ROPE = ("dynamic", "longrope")  # frequencies that change with the sequence length
+
+
+def _has_triton() -> bool:
+    try:
+        import triton  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
 
 
 def _rope_params(config) -> dict:
@@ -155,6 +164,8 @@ class LlamaFamilyModel:
         self.layers: list[LayerWeights] = []
         self.embed = self.norm = self.lm_head = None
         self._rms_kernel = self._native_rms_norm()
+        # one-pass Triton kernels for RMSNorm, SwiGLU and RoPE (fused_ops.py) on CUDA
+        self.fused_ops = self.device.type == "cuda" and _has_triton()
 
     @classmethod
     def from_hf(cls, hf_model, *, device=None, dtype=None) -> LlamaFamilyModel:
@@ -235,19 +246,18 @@ class LlamaFamilyModel:
     def _rms_norm(self, x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None
                   ) -> torch.Tensor:
         """x: (T, hidden) -> RMSNorm(x) * w; with residual, x += residual (in place) first."""
+        eps = self.spec.rms_eps
+        rows_ok = x.dim() == 2 and x.stride(-1) == 1 and (residual is None or residual.stride(-1) == 1)
+        if self.fused_ops and rows_ok:
+            return fused_ops.add_rms_norm(x, w, eps, residual)
         kernel = self._rms_kernel
         if (kernel is not None and x.dim() == 2 and x.is_contiguous() and w.is_contiguous()
                 and (residual is None or residual.is_contiguous())):
             out = torch.empty_like(x)
             res = 0 if residual is None else residual.data_ptr()
-            kernel(x.data_ptr(), res, w.data_ptr(), self.spec.rms_eps, x.shape[0], x.shape[1], out.data_ptr())
+            kernel(x.data_ptr(), res, w.data_ptr(), eps, x.shape[0], x.shape[1], out.data_ptr())
             return out
-        if residual is not None:
-            x += residual
-        if x.dtype == torch.float32:
-            return F.rms_norm(x, (x.shape[-1],), w, self.spec.rms_eps)
-        var = x.float().pow(2).mean(-1, keepdim=True)  # transformers upcasts low-precision inputs
-        return w * (x.float() * torch.rsqrt(var + self.spec.rms_eps)).to(x.dtype)
+        return fused_ops.add_rms_norm_reference(x, w, eps, residual)
 
     def hidden_states(self, input_ids: torch.Tensor, positions: torch.Tensor,
                       attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -264,8 +274,13 @@ class LlamaFamilyModel:
             v = qkv[:, (H + Hkv) * D:].view(T, Hkv, D)
             o = attend(i, qk[:, :H], qk[:, H:], v)  # (T, H * D)
             h = self._rms_norm(x, L.ln2, residual=F.linear(o, L.wo, L.bo))
-            gate, up = F.linear(h, L.wgu, L.bgu).chunk(2, dim=-1)
-            mlp = F.linear(F.silu(gate, inplace=True).mul_(up), L.wd, L.bd)
+            gu = F.linear(h, L.wgu, L.bgu)
+            if self.fused_ops:
+                act = fused_ops.silu_mul(gu)
+            else:
+                gate, up = gu.chunk(2, dim=-1)
+                act = F.silu(gate, inplace=True).mul_(up)
+            mlp = F.linear(act, L.wd, L.bd)
             if i + 1 < len(self.layers):
                 h = self._rms_norm(x, self.layers[i + 1].ln1, residual=mlp)
             else:
@@ -276,6 +291,9 @@ class LlamaFamilyModel:
         """rope(qkv (T, >= n * D), n) -> the first n heads rotated, (T, n, D): reversalkit._C's
         one-pass kernel for float32 on the CPU (bitwise equal), else torch (roll + 2 mul + add)."""
         D = self.spec.head_dim
+        if self.fused_ops and not D & (D - 1):
+            pos = positions.to(torch.int64)
+            return lambda qkv, n: fused_ops.rope(qkv, pos, self.cos, self.sin_signed, n, D)
         ext = native()
         kernel = getattr(ext, "rope_f32", None) if ext is not None else None
         if kernel is not None and self.dtype == torch.float32 and self.device.type == "cpu":
