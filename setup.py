@@ -1,7 +1,8 @@
 """Build script: the pure-Python package plus the C++ extension reversalkit._C.
 
 `kernels/` is installed as the subpackage `reversalkit.kernels`. The extension is host-side C++17
-with no torch linkage (KV block allocator, n-gram statistics), so it builds without torch.
+with no torch linkage (KV block allocator, n-gram statistics, CPU decode kernels), so it builds
+without torch; OpenMP is used where the compiler has it.
 Run: `pip install .` or `pip install -e .`
 """
 
@@ -9,7 +10,7 @@ import glob
 import os
 import sys
 
-from pybind11.setup_helpers import Pybind11Extension, build_ext
+from pybind11.setup_helpers import Pybind11Extension, build_ext, has_flag
 from setuptools import find_packages, setup
 
 extra_compile_args = ["-O3"]
@@ -28,6 +29,18 @@ ext_modules = [
     )
 ]
 
+class BuildExt(build_ext):
+    """Adds OpenMP where the compiler has it: the host kernels then share the process's OpenMP pool
+    with torch (see csrc/parallel.h); without it they fall back to std::thread."""
+
+    def build_extensions(self):
+        if sys.platform != "win32" and has_flag(self.compiler, "-fopenmp"):
+            for ext in self.extensions:
+                ext.extra_compile_args.append("-fopenmp")
+                ext.extra_link_args.append("-fopenmp")
+        super().build_extensions()
+
+
 packages = find_packages(include=["reversalkit", "reversalkit.*"]) + ["reversalkit.kernels"]
 
 setup(
@@ -35,6 +48,6 @@ setup(
     package_dir={"reversalkit.kernels": "kernels"},
     package_data={"reversalkit": ["presets/*.yaml", "tasks/data/*"]},
     ext_modules=ext_modules,
-    cmdclass={"build_ext": build_ext},
+    cmdclass={"build_ext": BuildExt},
     zip_safe=False,
 )

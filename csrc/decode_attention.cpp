@@ -265,7 +265,7 @@ void row_attention(const RowAttentionArgs& a, int64_t b0, int64_t b1) {
 
 #include <stdexcept>
 #include <string>
-#include <thread>
+#include "parallel.h"
 
 namespace py = pybind11;
 
@@ -291,12 +291,8 @@ void bind_decode_attention(py::module_& m) {
                 reinterpret_cast<float*>(out), reinterpret_cast<const float*>(k_new),
                 reinterpret_cast<const float*>(v_new)};
             py::gil_scoped_release release;
-            const int64_t T = std::max<int64_t>(1, std::min<int64_t>(num_threads, B / 16));
-            std::vector<std::thread> pool;
-            for (int64_t w = 1; w < T; ++w)
-                pool.emplace_back([&a, w, T, B] { reversalkit::row_attention(a, B * w / T, B * (w + 1) / T); });
-            reversalkit::row_attention(a, 0, B / T);
-            for (auto& th : pool) th.join();
+            const int64_t T = std::min<int64_t>(num_threads, B / 16);
+            reversalkit::parallel_ranges(B, T, [&a](int64_t b0, int64_t b1) { reversalkit::row_attention(a, b0, b1); });
         },
         py::arg("q"), py::arg("k"), py::arg("v"), py::arg("row_stride"), py::arg("head_stride"), py::arg("lo"),
         py::arg("hi"), py::arg("prefix_scores"), py::arg("prefix_v"), py::arg("prefix_len"),

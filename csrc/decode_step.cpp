@@ -248,7 +248,7 @@ void rms_norm_rows(const RmsNormArgs& a, int64_t t0, int64_t t1) {
 
 #include <stdexcept>
 #include <string>
-#include <thread>
+#include "parallel.h"
 
 namespace py = pybind11;
 
@@ -267,12 +267,8 @@ void bind_decode_step(py::module_& m) {
                 reinterpret_cast<const int64_t*>(keys), reinterpret_cast<const int64_t*>(counters), max_rounds,
                 reinterpret_cast<int64_t*>(out)};
             py::gil_scoped_release release;
-            const int64_t T = std::max<int64_t>(1, std::min<int64_t>(num_threads, B / 64));
-            std::vector<std::thread> pool;
-            for (int64_t w = 1; w < T; ++w)
-                pool.emplace_back([&a, w, T, B] { reversalkit::sample_rows(a, B * w / T, B * (w + 1) / T); });
-            reversalkit::sample_rows(a, 0, B / T);
-            for (auto& th : pool) th.join();
+            const int64_t T = std::min<int64_t>(num_threads, B / 64);
+            reversalkit::parallel_ranges(B, T, [&a](int64_t b0, int64_t b1) { reversalkit::sample_rows(a, b0, b1); });
         },
         py::arg("logits"), py::arg("B"), py::arg("V"), py::arg("row_stride"), py::arg("temperature"),
         py::arg("top_p"), py::arg("keys"), py::arg("counters"), py::arg("max_rounds"), py::arg("out"),
