@@ -288,8 +288,9 @@ class LlamaFamilyModel:
         return x
 
     def _rope_fn(self, positions: torch.Tensor) -> Callable[[torch.Tensor, int], torch.Tensor]:
-        """rope(qkv (T, >= n * D), n) -> the first n heads rotated, (T, n, D): reversalkit._C's
-        one-pass kernel for float32 on the CPU (bitwise equal), else torch (roll + 2 mul + add)."""
+        """rope(qkv (T, >= n * D), n) -> the first n heads rotated, (T, n, D): Triton's one-pass
+        kernel on CUDA (fused_ops.rope), reversalkit._C's for float32 on the CPU (bitwise equal),
+        else torch (roll + 2 mul + add)."""
         D = self.spec.head_dim
         if self.fused_ops and not D & (D - 1):
             pos = positions.to(torch.int64)
