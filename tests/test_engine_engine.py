@@ -195,3 +195,18 @@ def test_cuda_graph_capture_keeps_live_rows_and_new_weights_recapture(monkeypatc
     engine.load_weights(tiny(1).state_dict())
     assert not engine.runner.graphs.graphs  # recaptured on the next decode step
     assert ids(engine.generate(prompts(), params, progress=False)) == want[1]
+
+
+def test_release_memory_frees_the_cache_and_the_next_generate_rebuilds_it():
+    """What the study does around each training step on a GPU: same outputs after a release, and
+    after a release followed by new weights."""
+    params = SamplingParams(n=2, temperature=0.8, top_p=0.9, max_new_tokens=12, seed=7)
+    engine = Engine(tiny(), None, block_size=4)
+    first = ids(engine.generate(prompts(), params, progress=False))
+    engine.release_memory()
+    assert engine.runner is None
+    assert ids(engine.generate(prompts(), params, progress=False)) == first
+    engine.release_memory()
+    engine.load_weights(tiny(1).state_dict())
+    want = ids(Engine(tiny(1), None, block_size=4).generate(prompts(), params, progress=False))
+    assert ids(engine.generate(prompts(), params, progress=False)) == want

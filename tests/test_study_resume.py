@@ -158,3 +158,18 @@ def test_killed_study_resumes_to_identical_results(tmp_path, easysum):
         assert [e["iteration"] for e in entries] == [1, 2, 3]
         for e in entries:
             assert 0.0 <= e["eval"]["id"]["pass1"]["mean"] <= 1.0
+
+
+@pytest.mark.parametrize("device, released", [("cuda", 1), ("cuda:1", 1), ("cpu", 0)])
+def test_training_releases_the_engine_cache_on_a_gpu(device, released):
+    """Before each training step the workspace frees the engine's KV cache on CUDA (it holds most
+    of the free memory), and leaves the CPU engine alone."""
+    from types import SimpleNamespace
+
+    from reversalkit.study.workspace import Workspace
+
+    calls = []
+    engine = SimpleNamespace(release_memory=lambda: calls.append(1))
+    ws = SimpleNamespace(model_node="m1", device=device, engine=engine)
+    Workspace.mark_training(ws)
+    assert ws.model_node is None and len(calls) == released

@@ -113,9 +113,10 @@ class Engine:
                 f"kv_cache_memory={kv_cache_memory!r} holds no KV block of {bytes_per_block} bytes")
         self.block_manager = make_block_manager(self.num_blocks, block_size, prefer_native=prefer_native)
         self.scheduler = Scheduler(self.block_manager, sched)
-        self.runner = ModelRunner(self.model, num_blocks=self.num_blocks, block_size=block_size,
-                                  max_rows=sched.max_num_seqs, decode_backend=decode_backend,
-                                  cuda_graphs=cuda_graphs)
+        self._runner_args = dict(num_blocks=self.num_blocks, block_size=block_size,
+                                 max_rows=sched.max_num_seqs, decode_backend=decode_backend,
+                                 cuda_graphs=cuda_graphs)
+        self.runner: ModelRunner | None = ModelRunner(self.model, **self._runner_args)
         if tune_malloc if tune_malloc is not None else not cuda:
             keep_freed_memory()
         self.stats: dict[str, float] = {}
@@ -142,8 +143,24 @@ class Engine:
         """Refresh the weights from a transformers-style state dict; cached prefix KV is dropped."""
         self.model.load_weights(state_dict)
         self.block_manager.reset()
-        if self.runner.graphs is not None:  # captured graphs read the old weight tensors
+        if self.runner is not None and self.runner.graphs is not None:  # they read the old weight tensors
             self.runner.graphs.reset()
+
+    def release_memory(self) -> None:
+        """Free the KV cache, the decode rows and any CUDA graphs until the next generate() makes
+        them again (same number of blocks): room to train the model in the same process between
+        sampling rounds. Cached prefixes are dropped; the weights stay."""
+        self.runner = None
+        self.block_manager.reset()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _ensure_runner(self) -> ModelRunner:
+        if self.runner is None:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()  # return what training cached before the cache is made again
+            self.runner = ModelRunner(self.model, **self._runner_args)
+        return self.runner
 
     def generate(self, prompts: Seq[str] | Seq[Seq[int]], params: SamplingParams | None = None,
                  progress: bool = True) -> list[list[Completion]]:
@@ -153,6 +170,7 @@ class Engine:
             raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
         ids = self._prompt_ids(prompts)
         self._check_fits(ids, params)
+        self._ensure_runner()
         seed = params.seed if params.seed is not None else secrets.randbits(63)
         prefix_table = self._pin_prefix(ids, params)
         sched = self.scheduler

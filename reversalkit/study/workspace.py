@@ -121,8 +121,11 @@ class Workspace:
                                f"unexpected {unexpected[:5]}")
 
     def mark_training(self) -> None:
-        """The model's weights are about to change: they belong to no stored node until saved."""
+        """The model's weights are about to change: they belong to no stored node until saved. On a
+        GPU the engine's KV cache (most of the free memory) is released for the training step."""
         self.model_node = None
+        if self.engine is not None and str(self.device).startswith("cuda"):
+            self.engine.release_memory()
 
     def save_node(self, name: str) -> None:
         """Checkpoint the current weights as node `name` (atomic directory write)."""
