@@ -202,7 +202,8 @@ def main(argv=None) -> None:
     ap.add_argument("--skip", default="", help="comma-separated providers to skip")
     ap.add_argument("--models", default="tiny,100m", help="comma-separated: tiny, 100m")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--repeat", type=int, default=1, help="timed runs per provider (median reported)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="timed runs per provider, providers taking turns (median reported)")
     ap.add_argument("--study", type=int, default=0,
                     help="only the study-shaped case (zero-shot, n=8, 96 tokens, T=1, top-p 1) with this "
                          "many prompts")
@@ -220,7 +221,8 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         cases += study_cases(kind, args.study) if args.study else make_cases(kind, *shapes[kind], skip=skip)
         print(f"[bench_sampler] built {kind} in {time.perf_counter() - t0:.1f}s")
-    run_cases("sampler", cases, warmup=0, repeat=args.repeat, measure_memory=False, save=not args.quick)
+    run_cases("sampler", cases, warmup=0, repeat=args.repeat, measure_memory=False, save=not args.quick,
+              interleave=True)
 
 
 if __name__ == "__main__":

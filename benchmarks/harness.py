@@ -75,6 +75,39 @@ def time_fn(fn: Callable[[], Any], *, warmup: int = 1, repeat: int = 5, device: 
     return Timing(statistics.median(times), min(times), max(times), len(times))
 
 
+def time_interleaved(providers: dict[str, Callable[[], Any]], *, warmup: int = 1, repeat: int = 5,
+                     device: str | None = None) -> tuple[dict[str, Timing], dict[str, str]]:
+    """Like time_fn for several providers at once, one run of each in turn (A B A B ...): a machine
+    whose speed drifts during the benchmark, or state one provider leaves behind, then weighs on
+    all of them alike. -> (timings of the providers that ran, {name: error} of those that failed)."""
+    times: dict[str, list[float]] = {name: [] for name in providers}
+    failed: dict[str, str] = {}
+
+    def once(name: str, fn: Callable[[], Any], record: bool) -> None:
+        try:
+            gc.collect()
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            if record:
+                times[name].append(time.perf_counter() - t0)
+        except Exception as exc:  # a failing peer must not hide the other providers' numbers
+            failed[name] = f"{type(exc).__name__}: {exc}"
+
+    for _ in range(warmup):
+        for name, fn in providers.items():
+            if name not in failed:
+                once(name, fn, record=False)
+    for _ in range(repeat):
+        for name, fn in providers.items():
+            if name not in failed:
+                once(name, fn, record=True)
+    timings = {name: Timing(statistics.median(ts), min(ts), max(ts), len(ts))
+               for name, ts in times.items() if ts and name not in failed}
+    return timings, failed
+
+
 def _read_status_kb(field: str) -> int:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -174,8 +207,11 @@ def format_table(bench: str, rows: list[dict[str, Any]], header_note: str = "") 
 
 def run_cases(bench: str, cases: list[Case], *, device: str | None = None, warmup: int = 1,
               repeat: int = 5, measure_memory: bool = True, min_time_s: float = 0.0,
-              save: bool = True) -> list[dict[str, Any]]:
-    """Time every provider of every case, print the table, append JSON rows; returns the rows."""
+              save: bool = True, interleave: bool = False) -> list[dict[str, Any]]:
+    """Time every provider of every case, print the table, append JSON rows; returns the rows.
+
+    interleave: run the providers of a case in turn, one run each per repeat (`time_interleaved`),
+    instead of all repeats of one provider before the next (min_time_s does not apply then)."""
     rows: list[dict[str, Any]] = []
     meta = {"bench": bench, "device": device_name(device), "commit": git_commit(),
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
@@ -183,13 +219,21 @@ def run_cases(bench: str, cases: list[Case], *, device: str | None = None, warmu
         if case.baseline not in case.providers:
             raise ValueError(f"case {case.name!r}: baseline {case.baseline!r} is not among its providers")
         results: dict[str, Timing] = {}
+        if interleave:
+            results, failed = time_interleaved(case.providers, warmup=warmup, repeat=repeat, device=device)
+            for name, err in failed.items():
+                print(f"[{bench}] {case.name} / {name} failed: {err}")
         for name, fn in case.providers.items():
+            if interleave and name not in results:
+                continue
             try:
-                t = time_fn(fn, warmup=warmup, repeat=repeat, device=device, min_time_s=min_time_s)
+                t = results[name] if interleave else time_fn(fn, warmup=warmup, repeat=repeat, device=device,
+                                                             min_time_s=min_time_s)
                 if measure_memory:
                     t.peak_mem_bytes = peak_extra_memory(fn, device)
             except Exception as exc:  # a failing peer must not hide the other providers' numbers
                 print(f"[{bench}] {case.name} / {name} failed: {type(exc).__name__}: {exc}")
+                results.pop(name, None)
                 continue
             results[name] = t
         base = results.get(case.baseline)
