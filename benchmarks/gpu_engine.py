@@ -174,7 +174,8 @@ class StepProbe:
         byts = sum(s[1] for s in self.samples) / len(self.samples)
         dt = sum(s[2] for s in self.samples) / len(self.samples)
         return {"steps": len(self.samples), "mean_batch": B, "step_ms": dt * 1e3, "bytes_per_step": byts,
-                "roofline_ms": byts / bandwidth * 1e3, "fraction": byts / bandwidth / dt}
+                "roofline_ms": byts / bandwidth * 1e3, "fraction": byts / bandwidth / dt,
+                "copy_bw_GBs": bandwidth / 1e9}
 
 
 def workload(torch, vocab: int, num_prompts: int, prefix_len: int = 100, own: int = 28):
@@ -262,7 +263,6 @@ def bench(torch, device, dry: bool, budget: Budget, results: dict) -> None:
     results["bench"]["reversalkit"] = run_ours(torch, engine, prompts, n, new)
     results["bench"]["reversalkit"]["preemptions"] = engine.stats.get("preemptions")
     results["bench"]["roofline"] = probe.summary(copy_bandwidth(torch, device))
-    results["bench"]["roofline"]["copy_bw_GBs"] = copy_bandwidth(torch, device) / 1e9
     sub = prompts[: (8 if dry else 64)]
     results["bench"]["reversalkit_subset"] = run_ours(torch, engine, sub, n, new)
     del engine, probe
@@ -330,8 +330,7 @@ def roofline_at_128(torch, device, dry, model, prompts, n, new, budget, results)
         run_ours(torch, engine, prompts[:2], 2, 8)
         probe = StepProbe(torch, engine, min_batch=rows)
         run = run_ours(torch, engine, prompts, n, new)
-        results["bench"]["roofline_128"] = {**probe.summary(copy_bandwidth(torch, device)), "run": run,
-                                            "copy_bw_GBs": copy_bandwidth(torch, device) / 1e9}
+        results["bench"]["roofline_128"] = {**probe.summary(copy_bandwidth(torch, device)), "run": run}
         if device.type == "cuda":
             from torch.profiler import ProfilerActivity, profile
 

@@ -55,6 +55,16 @@ def _sync(device: str | None) -> None:
         torch.cuda.synchronize()
 
 
+def _timed_once(fn: Callable[[], Any], device: str | None) -> float:
+    """Seconds of one fn() call, from a collected heap and an idle device."""
+    gc.collect()
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def time_fn(fn: Callable[[], Any], *, warmup: int = 1, repeat: int = 5, device: str | None = None,
             min_time_s: float = 0.0) -> Timing:
     """Median/min/max wall time of fn() over `repeat` runs after `warmup` runs."""
@@ -64,12 +74,7 @@ def time_fn(fn: Callable[[], Any], *, warmup: int = 1, repeat: int = 5, device: 
     times = []
     t_start = time.perf_counter()
     while len(times) < repeat or (time.perf_counter() - t_start) < min_time_s:
-        gc.collect()
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(_timed_once(fn, device))
         if len(times) >= 1000:
             break
     return Timing(statistics.median(times), min(times), max(times), len(times))
@@ -85,15 +90,12 @@ def time_interleaved(providers: dict[str, Callable[[], Any]], *, warmup: int = 1
 
     def once(name: str, fn: Callable[[], Any], record: bool) -> None:
         try:
-            gc.collect()
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            if record:
-                times[name].append(time.perf_counter() - t0)
+            dt = _timed_once(fn, device)
         except Exception as exc:  # a failing peer must not hide the other providers' numbers
             failed[name] = f"{type(exc).__name__}: {exc}"
+            return
+        if record:
+            times[name].append(dt)
 
     for _ in range(warmup):
         for name, fn in providers.items():

@@ -247,8 +247,8 @@ class LlamaFamilyModel:
                   ) -> torch.Tensor:
         """x: (T, hidden) -> RMSNorm(x) * w; with residual, x += residual (in place) first."""
         eps = self.spec.rms_eps
-        rows_ok = x.dim() == 2 and x.stride(-1) == 1 and (residual is None or residual.stride(-1) == 1)
-        if self.fused_ops and rows_ok:
+        if self.fused_ops and x.dim() == 2 and x.stride(-1) == 1 and (
+                residual is None or residual.stride(-1) == 1):
             return fused_ops.add_rms_norm(x, w, eps, residual)
         kernel = self._rms_kernel
         if (kernel is not None and x.dim() == 2 and x.is_contiguous() and w.is_contiguous()

@@ -66,10 +66,7 @@ def _finish(fig, ax_list, path: Path) -> str:
     handles, labels = ax_list[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return path.name
+    return _save(fig, path, rect=(0, 0, 1, 0.93))  # room for the figure legend on top
 
 
 def _legend_once(ax) -> None:
@@ -79,8 +76,8 @@ def _legend_once(ax) -> None:
     ax.legend(uniq.values(), uniq.keys(), fontsize=8)
 
 
-def _save(fig, path: Path) -> str:
-    fig.tight_layout()
+def _save(fig, path: Path, rect: tuple[float, float, float, float] | None = None) -> str:
+    fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=110)
     _plt().close(fig)
     return path.name
