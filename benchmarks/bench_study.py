@@ -5,11 +5,13 @@
 Both pipelines start from the same M1, sample the same train problems, and train on the same D_t.
 Stages: sample (N completions per train problem: the paged engine vs HF `generate` with
 num_return_sequences), reward (the task checker; shared code), train (reversalkit `train_sft` /
-`reference_logprobs` + `train_dpo` vs TRL `SFTTrainer` / `DPOTrainer` with precomputed reference
-log-probs, same hyperparameters), evaluate (greedy + N samples per ID and OOD test problem, then
-the metrics; generation by each pipeline, metrics shared). Each stage runs once (a round is long
-enough that repeats add little); rows show seconds and the speedup over the peer. Without --m1 the
-benchmark first trains a quick M1 with the tiny preset's M1 recipe (fewer steps with --quick).
+`train_dpo` vs TRL `SFTTrainer` / `DPOTrainer` with precomputed reference log-probs, same
+hyperparameters; reversalkit takes the reference log-probs from the sampler as the study does, and
+a second row shows it with a reference forward pass like TRL's), evaluate (greedy + N samples per
+ID and OOD test problem, then the metrics; generation by each pipeline, metrics shared). Each stage
+runs once (a round is long enough that repeats add little); rows show seconds and the speedup over
+the peer. Without --m1 the benchmark first trains a quick M1 with the tiny preset's M1 recipe
+(fewer steps with --quick).
 """
 
 from __future__ import annotations
@@ -141,10 +143,11 @@ def main() -> None:
     peer = HFSampler(model, tok)
     sbert = ws.sbert()
 
-    def sample(sampler):
-        return stages.sample_train(sampler, ws.task, ws.sample_problems, cfg, "bench", progress=False)
+    def sample(sampler, tokenizer=None):
+        return stages.sample_train(sampler, ws.task, ws.sample_problems, cfg, "bench", progress=False,
+                                   tokenizer=tokenizer)
 
-    records = sample(engine)  # the shared D_t comes from the reversalkit samples
+    records = sample(engine, tok)  # the shared D_t comes from the reversalkit samples
     sft_data, _ = stages.round_data(cfg, "sft", "bench-s", records, ws.train_by_id, ws.task)
     dpo_data, _ = stages.round_data(cfg, "dpo", "bench-d", records, ws.train_by_id, ws.task)
     sft_cfg = stages.round_train_config(cfg, "sft", "bench-s")
@@ -157,7 +160,15 @@ def main() -> None:
     def rk_sft():
         train_sft(copy.deepcopy(model), tok, sft_data, sft_cfg, progress=False)
 
-    def rk_dpo():
+    prompts = {p.id: ws.task.format_prompt(p) for p in ws.sample_problems}
+
+    def rk_dpo():  # as the study does it: the reference log-probs come with the samples
+        m = copy.deepcopy(model)
+        sampled = stages.sampled_reference(dpo_data, records, prompts)
+        ref, _ = stages.dpo_reference(dpo_data, dpo_cfg, lambda: (m, tok), sampled=sampled)
+        train_dpo(m, tok, dpo_data, ref, dpo_cfg, progress=False)
+
+    def rk_dpo_pass():  # with a reference forward pass over D_t, as TRL does
         m = copy.deepcopy(model)
         ref = reference_logprobs(m, tok, dpo_data, dpo_cfg)
         train_dpo(m, tok, dpo_data, ref, dpo_cfg, progress=False)
@@ -175,10 +186,11 @@ def main() -> None:
         trl_dpo(copy.deepcopy(model), tok, dpo_data, dpo_cfg, tmp + "/dpo")
 
     cases = [
-        Case("sample", {"reversalkit": lambda: sample(engine), hf: lambda: sample(peer)}, baseline=hf),
+        Case("sample", {"reversalkit": lambda: sample(engine, tok), hf: lambda: sample(peer)}, baseline=hf),
         Case("reward", {"reversalkit": reward, hf: reward}, baseline=hf),
         Case("train (SFT round)", {"reversalkit": rk_sft, sft_peer: peer_sft}, baseline=sft_peer),
-        Case("train (DPO round)", {"reversalkit": rk_dpo, dpo_peer: peer_dpo}, baseline=dpo_peer),
+        Case("train (DPO round)", {"reversalkit": rk_dpo, "reversalkit, reference pass": rk_dpo_pass,
+                                   dpo_peer: peer_dpo}, baseline=dpo_peer),
         Case("evaluate", {"reversalkit": lambda: evaluate(engine), hf: lambda: evaluate(peer)}, baseline=hf),
     ]
     rows = run_cases("study", cases, warmup=0, repeat=1, measure_memory=False)
@@ -186,19 +198,27 @@ def main() -> None:
 
 
 def print_totals(rows: list[dict[str, Any]]) -> None:
-    """Full-round totals: sample + reward + train + evaluate, for an SFT round and a DPO round."""
-    t = {(r["case"], r["provider"].startswith("peer")): r["median_s"] for r in rows}
+    """Full-round totals: sample + reward + train + evaluate, for an SFT round and a DPO round.
+
+    A reversalkit variant that only some stages have (the DPO round with a reference pass) takes
+    the plain reversalkit time of the other stages.
+    """
+    t = {(r["case"], "peer" if r["provider"].startswith("peer") else r["provider"]): r["median_s"]
+         for r in rows}
+    variants = sorted({p for _, p in t if p not in ("peer", "reversalkit")})
     out = []
     rounds = (("full SFT round", "train (SFT round)"), ("full DPO round", "train (DPO round)"))
     for label, train_case in rounds:
         stages_ = ("sample", "reward", train_case, "evaluate")
-        if not all((s, p) in t for s in stages_ for p in (False, True)):
+        if not all((s, p) in t for s in stages_ for p in ("peer", "reversalkit")):
             continue
-        rk, peer = (sum(t[(s, p)] for s in stages_) for p in (False, True))
-        out += [{"case": label, "provider": "peer", "is_baseline": True, "median_s": peer, "min_s": peer,
-                 "max_s": peer, "work_unit": ""},
-                {"case": label, "provider": "reversalkit", "is_baseline": False, "median_s": rk, "min_s": rk,
-                 "max_s": rk, "speedup": peer / rk, "work_unit": ""}]
+        peer = sum(t[(s, "peer")] for s in stages_)
+        out.append({"case": label, "provider": "peer", "is_baseline": True, "median_s": peer, "min_s": peer,
+                    "max_s": peer, "work_unit": ""})
+        for provider in ["reversalkit"] + [v for v in variants if (train_case, v) in t]:
+            rk = sum(t.get((s, provider), t[(s, "reversalkit")]) for s in stages_)
+            out.append({"case": label, "provider": provider, "is_baseline": False, "median_s": rk,
+                        "min_s": rk, "max_s": rk, "speedup": peer / rk, "work_unit": ""})
     if out:
         print(format_table("study totals", out))
 

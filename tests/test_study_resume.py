@@ -132,6 +132,9 @@ def test_killed_study_resumes_to_identical_results(tmp_path, easysum):
     with pytest.raises(ValueError, match="seed: 0 -> 1"):
         Study(micro_config(b_dir).replace(seed=1), print_summary=False).run()
 
+    # the first DPO round's reference came (at least partly) from M1's samples
+    ref_step = json.loads((a_dir / "manifest.json").read_text())["steps"]["m1-d/ref"]
+    assert ref_step["reference"] == "m1" and 0 < ref_step["from_samples"] <= ref_step["pairs"]
     # what the run directory holds
     for rel in ("config.yaml", "study.log", "results.json", "report/report.md", "report/index.html",
                 "report/pass1.png", "nodes/m1/eval/id.samples.jsonl.gz", "nodes/m1-d/ref_logps.safetensors"):

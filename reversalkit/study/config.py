@@ -98,6 +98,10 @@ class StudyConfig(Config):
     nll_weight: float = option(0.0, "weight of the chosen-completion NLL term in DPO (overrides "
                                "dpo_train.nll_weight; 0 = plain DPO)")
     reference: str = option("previous", "DPO reference model: 'previous' (M_{t-1}) or 'm1'")
+    reference_from_samples: bool = option(True, "when the reference is the model that drew D_t and both "
+                                          "run in float32 without autocast, take its log-probs from the "
+                                          "sampler instead of a second forward pass over D_t (same values "
+                                          "up to float32 rounding)")
     init: str = option("continue", "each round starts from 'continue' (M_{t-1}) or 'reset' (M1)")
 
     # ---- training ------------------------------------------------------------------------

@@ -121,7 +121,8 @@ class Study:
     def _sample(self, name: str) -> dict[str, Any]:
         ws, cfg = self.ws, self.cfg
         engine = ws.engine_for(name)
-        records = stages.sample_train(engine, ws.task, ws.sample_problems, cfg, name, progress=cfg.progress)
+        records = stages.sample_train(engine, ws.task, ws.sample_problems, cfg, name, progress=cfg.progress,
+                                      tokenizer=ws.tok)
         self.store.write_jsonl(f"{node_dir(name)}/train_samples.jsonl.gz", records)
         from reversalkit.study.evaluate import coverage_summary  # noqa: PLC0415
 
@@ -131,20 +132,27 @@ class Study:
                  summary["correct"], summary["samples"])
         return {"coverage": summary["coverage"]["mean"]}
 
-    def _round_data(self, node: Node) -> tuple[list[Any], dict[str, Any]]:
-        samples = self.store.read_jsonl(f"{node_dir(node.parent)}/train_samples.jsonl.gz")
+    def _round_data(self, node: Node, samples: list[dict[str, Any]] | None = None
+                    ) -> tuple[list[Any], dict[str, Any]]:
+        if samples is None:
+            samples = self.store.read_jsonl(f"{node_dir(node.parent)}/train_samples.jsonl.gz")
         return stages.round_data(self.cfg, node.kind, node.name, samples, self.ws.train_by_id, self.ws.task)
 
     def _reference(self, node: Node) -> dict[str, Any]:
-        ws = self.ws
-        pairs, stats = self._round_data(node)
-        ref_node = node.parent if self.cfg.reference == "previous" else ROOT
-        model, tok = ws.model_at(ref_node)
-        tcfg = stages.round_train_config(self.cfg, "dpo", node.name)
-        ref = stages.compute_reference(model, tok, pairs, tcfg) if pairs else torch.zeros(0, 2)
+        ws, cfg = self.ws, self.cfg
+        samples = self.store.read_jsonl(f"{node_dir(node.parent)}/train_samples.jsonl.gz")
+        pairs, stats = self._round_data(node, samples)
+        ref_node = node.parent if cfg.reference == "previous" else ROOT
+        tcfg = stages.round_train_config(cfg, "dpo", node.name)
+        sampled = None
+        if cfg.reference_from_samples and ref_node == node.parent:  # the reference drew D_t
+            prompts = {pid: ws.task.format_prompt(ws.train_by_id[pid]) for pid in {r["id"] for r in samples}}
+            sampled = stages.sampled_reference(pairs, samples, prompts)
+        ref, reused = stages.dpo_reference(pairs, tcfg, lambda: ws.model_at(ref_node), sampled=sampled)
         data = safetensors.torch.save(_ref_tensors(ref))
         self.store.write_bytes(f"{node_dir(node.name)}/ref_logps.safetensors", data)
-        return {"pairs": stats["pairs"], "reference": ref_node}
+        log.info("%s: reference log-probs of %d pairs, %d from the sampler's", node.name, len(pairs), reused)
+        return {"pairs": stats["pairs"], "reference": ref_node, "from_samples": reused}
 
     def _train(self, node: Node) -> dict[str, Any]:
         ws, cfg = self.ws, self.cfg

@@ -9,16 +9,26 @@ a shard of the problems and gather the records on rank 0.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 log = logging.getLogger("reversalkit.study")
 
+TrainingIds = Callable[[list[str], list[str]], list[Any]]
+
 
 def generate(engine: Any, task: Any, problems: Sequence[Any], *, n: int, temperature: float,
              top_p: float = 1.0, max_new_tokens: int, seed: int, progress: bool = True,
-             desc: str = "sample") -> list[dict[str, Any]]:
-    """n completions per problem (temperature 0 = greedy, n must then be 1); records unrewarded."""
+             desc: str = "sample", training_ids: TrainingIds | None = None) -> list[dict[str, Any]]:
+    """n completions per problem (temperature 0 = greedy, n must then be 1); records unrewarded.
+
+    training_ids: `(prompts, texts) -> token ids` of the training sequences of those completions
+    (e.g. `reversalkit.train.data.encode_many`). With it, the engine also returns log-probs and each
+    record gets "lp": the model's summed log-prob (temperature 1) of the completion and its eos,
+    where the training sequence is exactly the sampled prompt + completion ids, so that "lp" is what
+    a forward pass over that sequence computes; elsewhere (stopped by length or a stop string,
+    re-tokenized differently, truncated) "lp" is None.
+    """
     from reversalkit.engine import SamplingParams  # noqa: PLC0415  (the engine loads on first use)
 
     if not problems:
@@ -27,14 +37,27 @@ def generate(engine: Any, task: Any, problems: Sequence[Any], *, n: int, tempera
     prompts = [task.format_prompt(p) for p in problems]
     params = SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
                             max_new_tokens=max_new_tokens, stop=tuple(getattr(task, "stop", ()) or ()),
-                            seed=seed)
+                            seed=seed, logprobs=training_ids is not None)
     outs = engine.generate(prompts, params, progress=progress)
     records = []
     for p, comps in zip(problems, outs):
         for i, c in enumerate(comps):
             records.append({"id": str(p.id), "i": i, "text": c.text, "finish": c.finish_reason,
                             "ntok": len(c.token_ids)})
+    if training_ids is not None:
+        _attach_logprobs(engine, prompts, outs, records, training_ids)
     return records
+
+
+def _attach_logprobs(engine: Any, prompts: list[str], outs: list[list[Any]], records: list[dict[str, Any]],
+                     training_ids: TrainingIds) -> None:
+    flat = [(prompt, c) for prompt, comps in zip(prompts, outs) for c in comps]
+    trained = training_ids([prompt for prompt, _ in flat], [c.text for _, c in flat])
+    prompt_ids = {prompt: tuple(engine.tokenizer.encode(prompt)) for prompt in prompts}
+    for r, (prompt, c), ids in zip(records, flat, trained):
+        lp = getattr(c, "cumulative_logprob", None)
+        same = tuple(ids) == prompt_ids[prompt] + tuple(c.token_ids)
+        r["lp"] = float(lp) if lp is not None and same else None
 
 
 def reward(task: Any, problems: Sequence[Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:

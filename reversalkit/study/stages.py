@@ -7,7 +7,7 @@ returns plain data; the loop (`reversalkit.study.loop`) decides what runs when a
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -102,6 +102,56 @@ def compute_reference(model, tok, pairs: list[Any], tcfg: TrainConfig) -> torch.
         return reference_logprobs(model, tok, pairs, tcfg).detach().float().cpu()
 
 
+def sampled_logprobs_exact(cfg: StudyConfig, device: str) -> bool:
+    """Whether the sampler's log-probs equal the DPO reference pass's up to float32 rounding: both
+    in float32 (the engine runs the study dtype; training runs float32 on the CPU) and no autocast."""
+    if not cfg.reference_from_samples or not any(k == "dpo" for m in cfg.methods for k in cfg.round_kinds(m)):
+        return False
+    if device == "cpu":
+        return cfg.dtype in ("auto", "float32")
+    return cfg.dtype == "float32" and cfg.dpo_round_train().autocast_bf16 == "off"
+
+
+def training_ids(tok, max_length: int):
+    """`(prompts, texts) -> token ids` of the training sequences (see `rollout.generate`)."""
+    from reversalkit.train.data import encode_many  # noqa: PLC0415
+
+    return lambda prompts, texts: [e.ids for e in encode_many(tok, prompts, texts, max_length)]
+
+
+def sampled_reference(pairs: Sequence[Any], samples: Sequence[dict[str, Any]],
+                      prompts: dict[str, str]) -> torch.Tensor:
+    """(P, 2) float32: the samples' "lp" for each pair's (chosen, rejected), NaN where none.
+
+    prompts: problem id -> formatted prompt (pairs carry the prompt text, samples the problem id).
+    """
+    lp: dict[tuple[str, str], float] = {}
+    for r in samples:
+        if r.get("lp") is not None and r["id"] in prompts:
+            lp.setdefault((prompts[r["id"]], r["text"]), float(r["lp"]))
+    nan = float("nan")
+    rows = [[lp.get((p.prompt, p.chosen), nan), lp.get((p.prompt, p.rejected), nan)] for p in pairs]
+    return torch.tensor(rows, dtype=torch.float32).reshape(len(pairs), 2)
+
+
+def dpo_reference(pairs: list[Any], tcfg: TrainConfig, load_model: Callable[[], tuple[Any, Any]], *,
+                  sampled: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+    """(P, 2) reference log-probs of D_t and how many pairs came from `sampled`.
+
+    sampled: `sampled_reference` of the model that drew D_t when it is the reference (None
+    otherwise); pairs it lacks go through `compute_reference` with `load_model()`'s model, which is
+    loaded only if some pair needs it.
+    """
+    ref = torch.full((len(pairs), 2), float("nan"))
+    if sampled is not None:
+        ref.copy_(sampled)
+    todo = torch.isnan(ref).any(1).nonzero().flatten().tolist()
+    if todo:
+        model, tok = load_model()
+        ref[todo] = compute_reference(model, tok, [pairs[i] for i in todo], tcfg)
+    return ref, len(pairs) - len(todo)
+
+
 def train_round(model, tok, kind: str, data: list[Any], tcfg: TrainConfig, ref: torch.Tensor | None,
                 *, progress: bool) -> dict[str, Any]:
     """One round of SFT or DPO on D_t, in place; an empty D_t leaves the model unchanged."""
@@ -147,10 +197,17 @@ def evaluate_set(engine, task: Any, problems: Sequence[Any], cfg: StudyConfig, s
 
 
 def sample_train(engine, task: Any, problems: Sequence[Any], cfg: StudyConfig, node: str, *,
-                 progress: bool) -> list[dict[str, Any]]:
-    """N rewarded samples per train problem from the iterate `node` (the next round's raw data)."""
+                 progress: bool, tokenizer: Any = None) -> list[dict[str, Any]]:
+    """N rewarded samples per train problem from the iterate `node` (the next round's raw data).
+
+    tokenizer: the training tokenizer; given, and where `sampled_logprobs_exact`, records carry
+    "lp" (see `rollout.generate`) for the DPO reference.
+    """
+    ids = None
+    if tokenizer is not None and sampled_logprobs_exact(cfg, resolve_device(cfg.device)):
+        ids = training_ids(tokenizer, cfg.dpo_round_train().max_length)
     records = rollout.generate(engine, task, problems, n=cfg.samples_per_problem, temperature=cfg.temperature,
                                top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                seed=derive_seed(cfg.seed, "sample", node), progress=progress,
-                               desc=f"sample {node}")
+                               desc=f"sample {node}", training_ids=ids)
     return rollout.reward(task, problems, records)
