@@ -119,3 +119,84 @@ def test_reference_shape_mismatch_is_actionable(tok):
     model = toy_model(len(tok))
     with pytest.raises(ValueError, match="reference_logprobs"):
         train_dpo(model, tok, dpo_pairs(4), torch.zeros(3, 2), TrainConfig(), progress=False)
+
+
+def _arch_model(arch: str, vocab: int):
+    from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    if arch == "llama":
+        return toy_model(vocab, seed=5)
+    torch.manual_seed(5)
+    common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    if arch == "mistral":  # a window wider than every sequence: the same as full attention
+        return MistralForCausalLM(MistralConfig(**common, sliding_window=200))
+    model = Qwen2ForCausalLM(Qwen2Config(**common, use_sliding_window=False))  # q/k/v biases
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.5)
+    return model
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])
+def test_shared_prompt_equals_separate_sequences(tok, arch, monkeypatch):
+    """Running each pair's prompt once gives the reference log-probs and the step gradients of
+    running chosen and rejected sequences separately, up to float32 rounding."""
+    import copy
+
+    from reversalkit.train import dpo, step
+
+    calls = []
+    shared = step.shared_prompt_hidden
+    monkeypatch.setattr(dpo, "shared_prompt_hidden", lambda *a: calls.append(1) or shared(*a))
+    model = _arch_model(arch, len(tok))
+    pairs = dpo_pairs(6)
+    on = TrainConfig(lr=1e-3, batch_size=3, grad_accum=2, max_steps=1, beta=0.5, nll_weight=0.1, seed=2)
+    off = on.replace(share_prompt=False)
+    with single_thread():
+        ref_on = reference_logprobs(model, tok, pairs, on)
+        assert len(calls) == 2  # two batches of three pairs, both shared
+        ref_off = reference_logprobs(model, tok, pairs, off)
+        torch.testing.assert_close(ref_on, ref_off, rtol=1e-6, atol=1e-5)
+        grads = []
+        for cfg in (on, off):
+            with captured_grads() as g:
+                train_dpo(copy.deepcopy(model), tok, pairs, ref_off, cfg, progress=False)
+            grads.append(g)
+    assert len(calls) == 4 and grads[0][0].norm() > 0
+    assert rel_grad_diffs(grads[1], grads[0])[0] < 1e-5
+
+
+def test_pairs_whose_prompts_differ_after_truncation_run_separately(tok, monkeypatch):
+    from reversalkit.train import DPOPair, dpo
+
+    monkeypatch.setattr(dpo, "shared_prompt_hidden", lambda *a: pytest.fail("shared path used"))
+    base = dpo_pairs(4)
+    # a long chosen completion makes max_length cut the chosen sequence's prompt, not the rejected's
+    pairs = [DPOPair(p.prompt, p.chosen + " and so on" * 8, p.rejected) for p in base]
+    cfg = TrainConfig(batch_size=4, max_length=48)
+    encoded = dpo.encode_dpo(tok, pairs, cfg.max_length)
+    assert any(c.prompt_len != r.prompt_len or c.ids[:c.prompt_len] != r.ids[:r.prompt_len]
+               for c, r in encoded)
+    assert dpo._shared_prompt_batch(encoded, range(4), 0, "cpu") is None
+    model = toy_model(len(tok))
+    ref = reference_logprobs(model, tok, pairs, cfg)
+    torch.testing.assert_close(ref, reference_logprobs(model, tok, pairs, cfg.replace(share_prompt=False)))
+
+
+@pytest.mark.parametrize("config, length, ok", [
+    ({}, 1000, True),
+    ({"sliding_window": None}, 1000, True),
+    ({"sliding_window": 64}, 50, True),
+    ({"sliding_window": 64}, 100, False),
+    ({"sliding_window": 64, "use_sliding_window": False}, 100, True),  # Qwen2 with the window off
+    ({"layer_types": ["full_attention", "sliding_attention"], "sliding_window": 8}, 100, False),
+    ({"layer_types": ["full_attention", "linear_attention"]}, 10, False),
+])
+def test_shared_prompt_only_under_full_attention(config, length, ok):
+    from types import SimpleNamespace
+
+    from reversalkit.train.step import supports_shared_prompt
+
+    assert supports_shared_prompt(SimpleNamespace(config=SimpleNamespace(**config)), length) is ok

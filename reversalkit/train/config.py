@@ -46,6 +46,8 @@ class TrainConfig(Config):
     label_smoothing: float = option(0.0, "DPO 'sigmoid'/'robust': assumed probability that a preference "
                                          "label is flipped")
     nll_weight: float = option(0.0, "DPO: weight of the chosen completions' NLL per token added to the loss")
+    share_prompt: bool = option(True, "DPO: run the prompt of a pair once for its chosen and rejected "
+                                      "completions (same values up to rounding, fewer FLOPs)")
 
     def __post_init__(self) -> None:
         if isinstance(self.autocast_bf16, bool):  # YAML reads on/off as booleans

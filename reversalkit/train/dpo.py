@@ -3,7 +3,8 @@
 The reference model (M_{t-1}) is never held in memory beside the policy: `reference_logprobs` runs
 it once, without gradients, and returns the summed completion log-probs of every pair, which the
 study caches in its run directory and passes to `train_dpo`. Each micro-batch puts the chosen and
-rejected sequences of its pairs through one forward pass.
+rejected sequences of its pairs through the decoder together, running each pair's prompt once
+(`TrainConfig.share_prompt`).
 
 Loss of a step = mean over the step's pairs of the DPO loss + nll_weight * (sum of -log p over
 the chosen completions' tokens) / (their number), through `reversalkit.kernels.linear_dpo_loss`
@@ -22,11 +23,12 @@ from reversalkit.train.data import DPOPair, Encoded, collate, encode_dpo, pad_id
 from reversalkit.train.optim import autocast
 from reversalkit.train.step import (
     LogFn,
-    completion_logps,
     decoder_hidden,
     lm_head_weight,
     model_device,
     run_steps,
+    shared_prompt_hidden,
+    supports_shared_prompt,
 )
 
 
@@ -37,14 +39,50 @@ def _pair_batch(encoded: Sequence[tuple[Encoded, Encoded]], idx: Sequence[int], 
     return ids.to(device), mask.to(device)
 
 
-@torch.no_grad()
+def _shared_prompt_batch(encoded: Sequence[tuple[Encoded, Encoded]], idx: Sequence[int], pad: int, device):
+    """Inputs of `shared_prompt_hidden` for the pairs in `idx`, or None when some pair's chosen and
+    rejected sequences do not start with the same prompt (truncation can cut them differently)."""
+    pairs = [encoded[i] for i in idx]
+    if any(c.prompt_len != r.prompt_len or c.ids[:c.prompt_len] != r.ids[:r.prompt_len] for c, r in pairs):
+        return None
+    prompts = [c.ids[:c.prompt_len] for c, _ in pairs]
+    completions = [c.ids[c.prompt_len:] for c, _ in pairs] + [r.ids[r.prompt_len:] for _, r in pairs]
+    width = max(len(x) for x in completions)
+    if width == 0:
+        return None
+    prompt_ids = torch.full((len(pairs), max(map(len, prompts))), pad, dtype=torch.long)  # (B, P)
+    completion_ids = torch.full((len(completions), width), pad, dtype=torch.long)  # (2B, C)
+    for row, x in enumerate(prompts):
+        prompt_ids[row, : len(x)] = torch.tensor(x, dtype=torch.long)
+    for row, x in enumerate(completions):
+        completion_ids[row, : len(x)] = torch.tensor(x, dtype=torch.long)
+    prompt_lens, completion_lens = (torch.tensor([len(x) for x in xs], dtype=torch.long, device=device)
+                                    for xs in (prompts, completions))
+    return prompt_ids.to(device), prompt_lens, completion_ids.to(device), completion_lens
+
+
+def _pair_hidden(model, encoded, idx: Sequence[int], pad: int, device, cfg: TrainConfig):
+    """hidden (2B, T, H), input_ids and completion_mask (2B, T) of the pairs in `idx`, chosen rows
+    first; with cfg.share_prompt each pair's prompt runs once (`shared_prompt_hidden`)."""
+    if cfg.share_prompt:
+        longest = max(len(encoded[i][k]) for i in idx for k in (0, 1))
+        batch = _shared_prompt_batch(encoded, idx, pad, device)
+        if batch is not None and supports_shared_prompt(model, longest):
+            return shared_prompt_hidden(model, *batch)
+    ids, mask = _pair_batch(encoded, idx, pad, device)
+    return decoder_hidden(model, ids), ids, mask
+
+
 @torch.no_grad()  # a fixed target: never part of the policy's graph
 def reference_logprobs(model, tokenizer, pairs: Sequence[DPOPair], cfg: TrainConfig) -> torch.Tensor:
     """Summed completion log-probs (P, 2) float32 on CPU: column 0 chosen, column 1 rejected.
 
     Runs in eval mode under the same autocast as training, with pairs grouped by length
-    (cfg.batch_size pairs per forward), so that at step 0 the policy reproduces these values.
+    (cfg.batch_size pairs per forward) and the same prompt sharing, so that at step 0 the policy
+    reproduces these values.
     """
+    from reversalkit.kernels import sequence_logprobs  # lazy: the kernels import triton
+
     encoded = encode_dpo(tokenizer, pairs, cfg.max_length)
     if not encoded:
         return torch.zeros((0, 2), dtype=torch.float32)
@@ -55,9 +93,10 @@ def reference_logprobs(model, tokenizer, pairs: Sequence[DPOPair], cfg: TrainCon
     model.eval()
     for start in range(0, len(order), cfg.batch_size):
         idx = order[start: start + cfg.batch_size]
-        ids, mask = _pair_batch(encoded, idx, pad, device)
         with autocast(cfg, device):
-            sums, _ = completion_logps(model, ids, mask, cfg)  # (2B,)
+            hidden, ids, mask = _pair_hidden(model, encoded, idx, pad, device, cfg)
+            sums, _ = sequence_logprobs(hidden, lm_head_weight(model), ids, mask,
+                                        chunk_size=cfg.logprob_chunk_size)  # (2B,)
         out[idx] = sums.float().cpu().view(2, len(idx)).T
     model.train(was_training)
     return out
@@ -106,11 +145,10 @@ def _micro_step(model, encoded, ref, mb: Sequence[int], pad: int, n_pairs: int, 
     from reversalkit.kernels import linear_dpo_loss  # lazy: the kernels import triton
 
     device, b = ref.device, len(mb)
-    ids, mask = _pair_batch(encoded, mb, pad, device)
     mb_chosen = sum(len(encoded[i][0]) - encoded[i][0].prompt_len for i in mb)
     idx = torch.tensor(mb, device=device)
     with autocast(cfg, device):
-        hidden = decoder_hidden(model, ids)  # (2B, T, H)
+        hidden, ids, mask = _pair_hidden(model, encoded, mb, pad, device, cfg)  # (2B, T, H), (2B, T) x 2
         out = linear_dpo_loss(
             hidden, lm_head_weight(model), ids, mask, ref[idx, 0], ref[idx, 1], beta=cfg.beta,
             loss_type=cfg.loss_type, label_smoothing=cfg.label_smoothing,

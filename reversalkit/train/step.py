@@ -9,6 +9,7 @@ gradients.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +50,60 @@ def lm_head_weight(model) -> torch.Tensor:
 def decoder_hidden(model, ids: torch.Tensor) -> torch.Tensor:
     """Last hidden states (B, T, H) of the decoder (after its final norm), without the lm_head."""
     return model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+
+
+def shared_prompt_hidden(model, prompt_ids: torch.Tensor, prompt_lens: torch.Tensor,
+                         completion_ids: torch.Tensor, completion_lens: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hidden states of 2B sequences whose rows b and B + b share a prompt, each prompt run once.
+
+    prompt_ids: (B, P) right-padded, prompt_lens: (B,); completion_ids: (2B, C) right-padded,
+    completion_lens: (2B,). The prompts go through the decoder once; their K/V, taken twice,
+    serve as the past of the 2B completions, which start at position prompt_len. Returns hidden
+    (2B, 1 + C, H), input_ids (2B, 1 + C) and completion_mask (2B, 1 + C) in the layout of
+    `reversalkit.kernels.sequence_logprobs`: column 0 is the prompt's last token, whose hidden
+    state predicts the first completion token. Gradients reach the prompt through both copies.
+    """
+    b, p = prompt_ids.shape
+    c = completion_ids.shape[1]
+    dev = prompt_ids.device
+    prompt_mask = (torch.arange(p, device=dev)[None] < prompt_lens[:, None]).long()  # (B, P)
+    from transformers import DynamicCache  # noqa: PLC0415
+
+    past = DynamicCache()
+    cache_arg = {_cache_kwarg(model.base_model): past}
+    out = model.base_model(input_ids=prompt_ids, attention_mask=prompt_mask, use_cache=True, **cache_arg)
+    rows = torch.arange(b, device=dev)
+    past.batch_select_indices(torch.cat([rows, rows]))  # (2B, ...): row b and B + b hold prompt b
+    lens2 = torch.cat([prompt_lens, prompt_lens])  # (2B,)
+    completion_mask = torch.arange(c, device=dev)[None] < completion_lens[:, None]  # (2B, C)
+    attention = torch.cat([torch.cat([prompt_mask, prompt_mask]), completion_mask.long()], dim=1)
+    positions = lens2[:, None] + torch.arange(c, device=dev)[None]  # (2B, C)
+    hidden = model.base_model(input_ids=completion_ids, attention_mask=attention, position_ids=positions,
+                              use_cache=True, **cache_arg).last_hidden_state  # (2B, C, H)
+    last = out.last_hidden_state[rows, prompt_lens - 1]  # (B, H)
+    last_ids = prompt_ids[rows, prompt_lens - 1]  # (B,)
+    hidden = torch.cat([torch.cat([last, last])[:, None], hidden], dim=1)
+    ids = torch.cat([torch.cat([last_ids, last_ids])[:, None], completion_ids], dim=1)
+    mask = torch.cat([torch.zeros_like(completion_mask[:, :1]), completion_mask], dim=1)
+    return hidden, ids, mask
+
+
+def _cache_kwarg(decoder) -> str:
+    """Name of the decoder's KV-cache argument: `cache` in recent transformers, `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
+def supports_shared_prompt(model, length: int) -> bool:
+    """Whether `shared_prompt_hidden` equals a plain forward: every layer attends to all earlier
+    tokens of a `length`-token sequence (no sliding window shorter than it)."""
+    config = getattr(model, "config", None)
+    window = getattr(config, "sliding_window", None)
+    uses_window = getattr(config, "use_sliding_window", window is not None)
+    types = set(getattr(config, "layer_types", None) or ["full_attention"])
+    if types - {"full_attention", "sliding_attention"}:
+        return False
+    return not (uses_window and window is not None and window < length)
 
 
 def completion_logps(model, ids: torch.Tensor, mask: torch.Tensor,
