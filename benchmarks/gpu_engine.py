@@ -3,7 +3,8 @@
 Runs from the repository tree without installing the package (the C++ block manager may be
 missing; the Python mirror then serves). In order, each phase guarded by the time budget:
   1. the Triton paged-decode kernel against the torch reference (fp32 and bf16, GQA, window);
-  2. greedy output == transformers' generate on tiny random Llama / Mistral / Qwen2 (fp32);
+  2. greedy output == transformers' generate on tiny random Llama / Mistral / Qwen2 (fp32), and
+     the Triton top-p sampler against the torch path (tokens and time per call at 512 x 128k);
   3. a ~1B Llama config (bf16, random weights): 256 prompts sharing a ~100-token prefix, n=8,
      128 new tokens; tokens/s of reversalkit, HF generate_batch and HF generate (at most 64
      prompts, fewer when a short probe says they would not fit the time left; reversalkit is
@@ -115,6 +116,40 @@ def check_greedy(torch, device, dry: bool) -> dict:
             res["total"] += 1
     res["pass"] = res["equal"] == res["total"]
     return res
+
+
+def check_sampler(torch, device, dry: bool) -> dict:
+    """The Triton top-p sampler against the torch path on one decode step's logits (bf16, B rows of
+    a 128k vocabulary): tokens that differ (draws within float rounding of a CDF step) and the time
+    of each, median of repeated calls (the torch path synchronises the host in its rounds)."""
+    from reversalkit.engine.sampling import Sampler, SamplingParams
+    from reversalkit.engine.triton_sampling import sample_top_p_triton
+
+    B, V = (16, 300) if dry else (512, 128256)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    logits = torch.randn(B, V, generator=g) * torch.linspace(0.5, 8.0, B)[:, None]  # flat to peaked rows
+    logits = logits.to(device, torch.bfloat16)
+    keys = torch.randint(-2**62, 2**62, (B,), generator=g).to(device)
+    ctr = torch.randint(0, 500, (B,), generator=g).to(device)
+    params = SamplingParams(temperature=0.75, top_p=0.95)
+    torch_path = Sampler(params, use_native=False)
+    ours = sample_top_p_triton(logits, 0.75, 0.95, keys, ctr)
+    want = torch_path(logits, keys, ctr)[0]
+    differ = int((ours != want).sum())
+    times = {}
+    for name, fn in (("triton", lambda: sample_top_p_triton(logits, 0.75, 0.95, keys, ctr)),
+                     ("torch", lambda: torch_path(logits, keys, ctr)[0])):
+        runs = []
+        for _ in range(3 if dry else 20):
+            sync(torch, device)
+            t = time.perf_counter()
+            fn()
+            sync(torch, device)
+            runs.append(time.perf_counter() - t)
+        times[name] = sorted(runs)[len(runs) // 2] * 1e3
+    return {"pass": differ <= max(1, B // 256), "rows": B, "vocab": V, "differ": differ,
+            "triton_ms": times["triton"], "torch_ms": times["torch"],
+            "speedup": times["torch"] / times["triton"]}
 
 
 def copy_bandwidth(torch, device) -> float:
@@ -361,6 +396,13 @@ def table(results: dict) -> str:
     if gr:
         lines.append(f"check  greedy == HF generate (llama, mistral, qwen2): {gr['equal']}/{gr['total']}"
                      f"  graphs={gr['graphs']}  {'PASS' if gr['pass'] else 'FAIL'}")
+    sp = r["checks"].get("sampler", {})
+    if sp.get("rows"):
+        lines.append(f"check  triton top-p sampler vs torch path ({sp['rows']}x{sp['vocab']} bf16): "
+                     f"{sp['differ']} tokens differ; {sp['triton_ms']:.2f} ms vs {sp['torch_ms']:.2f} ms "
+                     f"({sp['speedup']:.1f}x)  {'PASS' if sp['pass'] else 'FAIL'}")
+    elif sp:
+        lines.append(f"check  triton top-p sampler: {sp}")
     base = b.get("hf_generate_batch", {}).get("tok_s")
     for name in ("reversalkit", "reversalkit_subset", "hf_generate_batch", "hf_generate"):
         row = b.get(name)
@@ -415,7 +457,8 @@ def main(argv=None) -> int:
                "torch": torch.__version__, "triton": triton.__version__,
                "transformers": transformers.__version__, "checks": {}, "bench": {}}
     for name, fn in (("kernel", lambda: check_kernel(torch, device, args.dry_run)),
-                     ("greedy", lambda: check_greedy(torch, device, args.dry_run))):
+                     ("greedy", lambda: check_greedy(torch, device, args.dry_run)),
+                     ("sampler", lambda: check_sampler(torch, device, args.dry_run))):
         try:
             results["checks"][name] = fn()
         except Exception as exc:  # noqa: BLE001

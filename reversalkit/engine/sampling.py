@@ -7,8 +7,9 @@ sample's index. A sample therefore gets the same tokens whatever else shares the
 preemption (its KV is recomputed) it continues with exactly the draws it would have made. One
 uniform per token is enough: the token is found by inverse-CDF search over the (truncated)
 distribution, which is exact for any distribution. On the CPU, temperature + top-p (top_k 0) runs
-in reversalkit._C (`sample_native`: the same draws, one pass per row without batch temporaries);
-the torch functions here are its fallback and test oracle.
+in reversalkit._C (`sample_native`: the same draws, one pass per row without batch temporaries),
+on CUDA in a Triton program per row (`triton_sampling.sample_top_p_triton`); the torch functions
+here are their fallback and test oracle.
 
     sampler = Sampler(params)
     tokens, logprobs = sampler(logits, keys, counters)   # (B, V) -> (B,), (B,) | None
@@ -206,6 +207,11 @@ class Sampler:
     def _draw(self, logits: torch.Tensor, keys: torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
         p = self.params
         if p.top_k == 0 and self.use_native:
+            if logits.is_cuda and logits.stride(1) == 1:
+                from reversalkit.engine import triton_sampling  # noqa: PLC0415
+
+                if triton_sampling.available():
+                    return triton_sampling.sample_top_p_triton(logits, p.temperature, p.top_p, keys, counters)
             tokens = sample_native(logits, p.temperature, p.top_p, keys, counters)
             if tokens is not None:
                 return tokens
