@@ -9,8 +9,9 @@ num_return_sequences), reward (the task checker; shared code), train (reversalki
 hyperparameters; reversalkit takes the reference log-probs from the sampler as the study does, and
 a second row shows it with a reference forward pass like TRL's), evaluate (greedy + N samples per
 ID and OOD test problem, then the metrics; generation by each pipeline, metrics shared). Each stage
-runs once (a round is long enough that repeats add little); rows show seconds and the speedup over
-the peer. Without --m1 the benchmark first trains a quick M1 with the tiny preset's M1 recipe
+runs once per provider, or --repeat times with the providers taking turns (medians; on a machine
+whose speed drifts, the drift then weighs on both pipelines alike); rows show seconds and the
+speedup over the peer. Without --m1 the benchmark first trains a quick M1 with the tiny preset's M1 recipe
 (fewer steps with --quick).
 """
 
@@ -122,6 +123,8 @@ def main() -> None:
     ap.add_argument("--m1", help="M1 checkpoint directory (e.g. runs/tiny/nodes/m1/model)")
     ap.add_argument("--m1-steps", type=int, default=None, help="steps of the quick M1 when --m1 is not given")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per stage and provider, taking turns; the tables show medians")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -193,11 +196,12 @@ def main() -> None:
                                    dpo_peer: peer_dpo}, baseline=dpo_peer),
         Case("evaluate", {"reversalkit": lambda: evaluate(engine), hf: lambda: evaluate(peer)}, baseline=hf),
     ]
-    rows = run_cases("study", cases, warmup=0, repeat=1, measure_memory=False)
+    rows = run_cases("study", cases, warmup=0, repeat=args.repeat, measure_memory=False,
+                     interleave=args.repeat > 1)
     print_totals(rows)
 
 
-def print_totals(rows: list[dict[str, Any]]) -> None:
+def print_totals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Full-round totals: sample + reward + train + evaluate, for an SFT round and a DPO round.
 
     A reversalkit variant that only some stages have (the DPO round with a reference pass) takes
@@ -221,6 +225,7 @@ def print_totals(rows: list[dict[str, Any]]) -> None:
                         "min_s": rk, "max_s": rk, "speedup": peer / rk, "work_unit": ""})
     if out:
         print(format_table("study totals", out))
+    return out
 
 
 if __name__ == "__main__":
