@@ -200,3 +200,19 @@ def test_shared_prompt_only_under_full_attention(config, length, ok):
     from reversalkit.train.step import supports_shared_prompt
 
     assert supports_shared_prompt(SimpleNamespace(config=SimpleNamespace(**config)), length) is ok
+    checkpointed = SimpleNamespace(config=SimpleNamespace(**config), is_gradient_checkpointing=True)
+    assert not supports_shared_prompt(checkpointed, length)
+
+
+def test_gradient_checkpointing_trains_on_separate_sequences(tok, monkeypatch):
+    """Checkpointing turns the KV cache off in training, so pairs then run as separate sequences."""
+    from reversalkit.train import dpo
+
+    pairs = dpo_pairs(4)
+    cfg = TrainConfig(lr=1e-3, batch_size=4, max_steps=1)
+    model = toy_model(len(tok), seed=6)
+    ref = reference_logprobs(model, tok, pairs, cfg)
+    model.gradient_checkpointing_enable()
+    monkeypatch.setattr(dpo, "shared_prompt_hidden", lambda *a: pytest.fail("shared path used"))
+    result = train_dpo(model, tok, pairs, ref, cfg, progress=False)
+    assert abs(result.losses[0] - math.log(2)) < 1e-5

@@ -73,6 +73,9 @@ def shared_prompt_hidden(model, prompt_ids: torch.Tensor, prompt_lens: torch.Ten
     past = DynamicCache()
     cache_arg = {_cache_kwarg(model.base_model): past}
     out = model.base_model(input_ids=prompt_ids, attention_mask=prompt_mask, use_cache=True, **cache_arg)
+    if past.get_seq_length() != p:
+        raise RuntimeError(f"{type(model).__name__} did not fill the KV cache of the prompts (use_cache "
+                           "ignored, e.g. under gradient checkpointing); set share_prompt: false")
     rows = torch.arange(b, device=dev)
     past.batch_select_indices(torch.cat([rows, rows]))  # (2B, ...): row b and B + b hold prompt b
     lens2 = torch.cat([prompt_lens, prompt_lens])  # (2B,)
@@ -96,7 +99,10 @@ def _cache_kwarg(decoder) -> str:
 
 def supports_shared_prompt(model, length: int) -> bool:
     """Whether `shared_prompt_hidden` equals a plain forward: every layer attends to all earlier
-    tokens of a `length`-token sequence (no sliding window shorter than it)."""
+    tokens of a `length`-token sequence (no sliding window shorter than it), and the model keeps
+    a KV cache while training (gradient checkpointing turns it off)."""
+    if getattr(model, "is_gradient_checkpointing", False):
+        return False
     config = getattr(model, "config", None)
     window = getattr(config, "sliding_window", None)
     uses_window = getattr(config, "use_sliding_window", window is not None)
