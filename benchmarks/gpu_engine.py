@@ -396,13 +396,11 @@ def table(results: dict) -> str:
     if gr:
         lines.append(f"check  greedy == HF generate (llama, mistral, qwen2): {gr['equal']}/{gr['total']}"
                      f"  graphs={gr['graphs']}  {'PASS' if gr['pass'] else 'FAIL'}")
-    sp = r["checks"].get("sampler", {})
-    if sp.get("rows"):
-        lines.append(f"check  triton top-p sampler vs torch path ({sp['rows']}x{sp['vocab']} bf16): "
-                     f"{sp['differ']} tokens differ; {sp['triton_ms']:.2f} ms vs {sp['torch_ms']:.2f} ms "
-                     f"({sp['speedup']:.1f}x)  {'PASS' if sp['pass'] else 'FAIL'}")
-    elif sp:
-        lines.append(f"check  triton top-p sampler: {sp}")
+    sp = r["checks"].get("sampler")
+    if sp:
+        found = (f"({sp['rows']}x{sp['vocab']} bf16): {sp['differ']} tokens differ; {sp['triton_ms']:.2f} ms "
+                 f"vs {sp['torch_ms']:.2f} ms ({sp['speedup']:.1f}x)") if "rows" in sp else str(sp)
+        lines.append(f"check  triton top-p sampler vs torch path {found}  {'PASS' if sp['pass'] else 'FAIL'}")
     base = b.get("hf_generate_batch", {}).get("tok_s")
     for name in ("reversalkit", "reversalkit_subset", "hf_generate_batch", "hf_generate"):
         row = b.get(name)

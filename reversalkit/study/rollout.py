@@ -52,8 +52,13 @@ def generate(engine: Any, task: Any, problems: Sequence[Any], *, n: int, tempera
 def _attach_logprobs(engine: Any, prompts: list[str], outs: list[list[Any]], records: list[dict[str, Any]],
                      training_ids: TrainingIds) -> None:
     flat = [(prompt, c) for prompt, comps in zip(prompts, outs) for c in comps]
+    encode = getattr(getattr(engine, "tokenizer", None), "encode", None)  # the sampler's prompt ids
+    if encode is None:  # a sampler that does not say how it tokenized: no log-prob can be trusted
+        for r in records:
+            r["lp"] = None
+        return
     trained = training_ids([prompt for prompt, _ in flat], [c.text for _, c in flat])
-    prompt_ids = {prompt: tuple(engine.tokenizer.encode(prompt)) for prompt in prompts}
+    prompt_ids = {prompt: tuple(encode(prompt)) for prompt in prompts}
     for r, (prompt, c), ids in zip(records, flat, trained):
         lp = getattr(c, "cumulative_logprob", None)
         same = tuple(ids) == prompt_ids[prompt] + tuple(c.token_ids)
