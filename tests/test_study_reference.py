@@ -117,6 +117,12 @@ def test_no_logprob_where_the_training_sequence_differs_from_the_sample(trained)
     records = rollout.generate(engine, task, task.problems, n=2, temperature=1.0, max_new_tokens=48, seed=3,
                                progress=False, training_ids=cut)
     assert all(r["lp"] is None for r in records)
+    # a sampler that does not expose its tokenizer: nothing to check the ids against
+    comp = SimpleNamespace(text="x", token_ids=[1, 2], cumulative_logprob=-1.0, finish_reason="stop")
+    blind = SimpleNamespace(generate=lambda prompts, params, progress: [[comp] for _ in prompts])
+    got = rollout.generate(blind, task, task.problems[:2], n=1, temperature=1.0, max_new_tokens=4, seed=0,
+                           progress=False, training_ids=stages.training_ids(tok, MAX_LENGTH))
+    assert [r["lp"] for r in got] == [None, None]
     # without training_ids the records carry no "lp" at all
     plain = rollout.generate(engine, task, task.problems[:1], n=1, temperature=1.0, max_new_tokens=8, seed=3,
                              progress=False)
