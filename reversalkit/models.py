@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import torch
-import yaml
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (
     AutoModelForCausalLM,
@@ -244,14 +241,3 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path:
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
-
-
-def tiny_preset_recipe() -> dict[str, Any]:
-    """The measured M1 recipe of the embedded default, from `reversalkit/presets/tiny_m1.yaml`.
-
-    Keys are `StudyConfig` fields (tiny_model, task_options, train_size, sample_size,
-    m1_all_solutions, m1_train), so a study config can take them as they are; the file's comments
-    record what the recipe reached and on which machine.
-    """
-    text = resources.files("reversalkit").joinpath("presets", "tiny_m1.yaml").read_text()
-    return yaml.safe_load(text)

@@ -226,5 +226,4 @@ class StudyConfig(Config):
 
 def preset_names() -> list[str]:
     root = resources.files("reversalkit").joinpath("presets")
-    return sorted(p.name[: -len(".yaml")] for p in root.iterdir()
-                  if p.name.endswith(".yaml") and not p.name.startswith("tiny_m1"))
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
