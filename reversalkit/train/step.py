@@ -112,19 +112,6 @@ def supports_shared_prompt(model, length: int) -> bool:
     return not (uses_window and window is not None and window < length)
 
 
-def completion_logps(model, ids: torch.Tensor, mask: torch.Tensor,
-                     cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed and mean log-probs of each row's completion tokens: ((B,), (B,)) float32.
-
-    ids: (B, T) right-padded token ids; mask: (B, T) True at completion tokens. Position t predicts
-    token t+1 (see `reversalkit.kernels.sequence_logprobs`).
-    """
-    from reversalkit.kernels import sequence_logprobs  # lazy: the kernels import triton
-
-    hidden = decoder_hidden(model, ids)  # (B, T, H)
-    return sequence_logprobs(hidden, lm_head_weight(model), ids, mask, chunk_size=cfg.logprob_chunk_size)
-
-
 def _emit(log: LogFn | None, record: dict[str, float]) -> None:
     if log is None:
         return
