@@ -75,3 +75,15 @@ def test_every_field_documented():
     undocumented = [ln for ln in lines if ln.rstrip().endswith(":")]
     assert not undocumented, undocumented
     assert any(ln.startswith("sft_train.lr") for ln in lines)
+
+
+def test_sbert_batch_defaults_to_the_sentence_models_device():
+    from types import SimpleNamespace
+
+    from reversalkit.study import stages
+
+    assert StudyConfig().sbert_batch_size is None
+    assert stages.sbert_batch_size(SimpleNamespace(device="cuda:0")) == 256
+    assert stages.sbert_batch_size(SimpleNamespace(device="cpu")) == 64
+    with pytest.raises(ValueError, match="sbert_batch_size"):
+        StudyConfig(sbert_batch_size=0)

@@ -192,8 +192,14 @@ def evaluate_set(engine, task: Any, problems: Sequence[Any], cfg: StudyConfig, s
         seed=derive_seed(cfg.seed, "bootstrap", split), level_key=cfg.level_key,
         equations=getattr(task, "equations", None), sbert=sbert,
         diversity_max_problems=cfg.diversity_max_problems, sbert_max_problems=cfg.sbert_max_problems,
-        sbert_batch_size=cfg.sbert_batch_size)
+        sbert_batch_size=cfg.sbert_batch_size or sbert_batch_size(sbert))
     return metrics, greedy, samples
+
+
+def sbert_batch_size(sbert: Any) -> int:
+    """Default SBERT batch for the sentence model's device: 256 on a GPU, 64 on a CPU (measured on a
+    2-core CPU for a test set's samples: 4.9 s at 64, 5.9 s at 256, the longer batches padding more)."""
+    return 256 if str(getattr(sbert, "device", "cpu")).startswith("cuda") else 64
 
 
 def sample_train(engine, task: Any, problems: Sequence[Any], cfg: StudyConfig, node: str, *,
