@@ -207,3 +207,18 @@ def test_bootstrap_edge_cases_and_paired():
     assert d.mean == pytest.approx(0.1) and d.low == pytest.approx(0.1) and d.high == pytest.approx(0.1)
     with pytest.raises(ValueError, match="paired"):
         paired_bootstrap_ci([1.0, 2.0], [1.0])
+
+
+def test_pass_at_k_on_is_independent_of_id_order():
+    """Sets of string ids iterate in hash order, which changes between processes; the float mean
+    must not (a resumed study recomputes some of these in another process)."""
+    rng = np.random.default_rng(0)
+    ids = [f"test/{i}" for i in range(40)]
+    counts = {pid: (8, int(rng.integers(0, 9))) for pid in ids}
+    want = pass_at_k_on(ids, counts, [1, 2, 4, 8])
+    orders = [ids[::-1]] + [list(rng.permutation(ids)) for _ in range(20)]
+    per_id = {p: float(pass_at_k(np.array([8]), np.array([counts[p][1]]), 2)[0]) for p in ids}
+    plain = {float(np.mean([per_id[p] for p in o])) for o in orders}
+    assert len(plain) > 1  # the order does move an unsorted float mean here
+    for order in orders:
+        assert pass_at_k_on(order, counts, [1, 2, 4, 8]) == want

@@ -110,9 +110,11 @@ def pass_at_k_on(ids: Iterable[Hashable], counts: Mapping[Hashable, tuple[int, i
                  ks: Iterable[int] | None = None) -> dict[int, float]:
     """Mean pass@k over the problems `ids`, from counts: id -> (n, c).
 
-    ks defaults to 1, 2, 4, ..., min n over those problems. Returns {} when ids is empty.
+    ks defaults to 1, 2, 4, ..., min n over those problems. Returns {} when ids is empty. The mean
+    runs over the ids in sorted order, so a set of ids (whose order follows the process's string
+    hashing) gives the same float in every process.
     """
-    ids = list(ids)
+    ids = sorted(ids, key=str)
     if not ids:
         return {}
     missing = [pid for pid in ids if pid not in counts]
