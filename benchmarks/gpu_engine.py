@@ -122,6 +122,7 @@ def check_sampler(torch, device, dry: bool) -> dict:
     """The Triton top-p sampler against the torch path on one decode step's logits (bf16, B rows of
     a 128k vocabulary): tokens that differ (draws within float rounding of a CDF step) and the time
     of each, median of repeated calls (the torch path synchronises the host in its rounds)."""
+    from benchmarks.harness import time_fn
     from reversalkit.engine.sampling import Sampler, SamplingParams
     from reversalkit.engine.triton_sampling import sample_top_p_triton
 
@@ -136,17 +137,9 @@ def check_sampler(torch, device, dry: bool) -> dict:
     ours = sample_top_p_triton(logits, 0.75, 0.95, keys, ctr)
     want = torch_path(logits, keys, ctr)[0]
     differ = int((ours != want).sum())
-    times = {}
-    for name, fn in (("triton", lambda: sample_top_p_triton(logits, 0.75, 0.95, keys, ctr)),
-                     ("torch", lambda: torch_path(logits, keys, ctr)[0])):
-        runs = []
-        for _ in range(3 if dry else 20):
-            sync(torch, device)
-            t = time.perf_counter()
-            fn()
-            sync(torch, device)
-            runs.append(time.perf_counter() - t)
-        times[name] = sorted(runs)[len(runs) // 2] * 1e3
+    times = {name: time_fn(fn, warmup=0, repeat=3 if dry else 20, device=str(device)).median_s * 1e3
+             for name, fn in (("triton", lambda: sample_top_p_triton(logits, 0.75, 0.95, keys, ctr)),
+                              ("torch", lambda: torch_path(logits, keys, ctr)[0]))}
     return {"pass": differ <= max(1, B // 256), "rows": B, "vocab": V, "differ": differ,
             "triton_ms": times["triton"], "torch_ms": times["torch"],
             "speedup": times["torch"] / times["triton"]}

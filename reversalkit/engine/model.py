@@ -28,14 +28,6 @@ SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCa
 _DYNAMIC_ROPE = ("dynamic", "longrope")  # frequencies that change with the sequence length
 
 
-def _has_triton() -> bool:
-    try:
-        import triton  # noqa: F401, PLC0415
-    except ImportError:
-        return False
-    return True
-
-
 def _rope_params(config) -> dict:
     """RoPE settings from either transformers' `rope_parameters` or the older theta/scaling fields."""
     params = dict(getattr(config, "rope_parameters", None) or {})
@@ -165,7 +157,11 @@ class LlamaFamilyModel:
         self.embed = self.norm = self.lm_head = None
         self._rms_kernel = self._native_rms_norm()
         # one-pass Triton kernels for RMSNorm, SwiGLU and RoPE (fused_ops.py) on CUDA
-        self.fused_ops = self.device.type == "cuda" and _has_triton()
+        self.fused_ops = False
+        if self.device.type == "cuda":
+            from reversalkit.kernels import has_triton  # noqa: PLC0415  (imports triton)
+
+            self.fused_ops = has_triton()
 
     @classmethod
     def from_hf(cls, hf_model, *, device=None, dtype=None) -> LlamaFamilyModel:

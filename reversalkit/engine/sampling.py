@@ -209,8 +209,9 @@ class Sampler:
         if p.top_k == 0 and self.use_native:
             if logits.is_cuda and logits.stride(1) == 1:
                 from reversalkit.engine import triton_sampling  # noqa: PLC0415
+                from reversalkit.kernels import has_triton  # noqa: PLC0415
 
-                if triton_sampling.available():
+                if has_triton():
                     return triton_sampling.sample_top_p_triton(logits, p.temperature, p.top_p, keys, counters)
             tokens = sample_native(logits, p.temperature, p.top_p, keys, counters)
             if tokens is not None:

@@ -35,16 +35,6 @@ from reversalkit.engine.sampling import (
 )
 
 
-@functools.cache
-def available() -> bool:
-    """Whether Triton imports here (the engine then samples CUDA rows with it)."""
-    try:
-        import triton  # noqa: F401, PLC0415
-    except ImportError:
-        return False
-    return True
-
-
 def _u64(c: int) -> int:
     return c & ((1 << 64) - 1)
 
