@@ -84,7 +84,7 @@ def test_bad_input_gives_clear_errors():
     with pytest.raises(ValueError, match="no tokens"):
         engine.generate([[]], SamplingParams())
     with pytest.raises(ValueError, match="max_num_seqs"):
-        engine.generate([[5, 6]], SamplingParams(n=1000))
+        engine.generate([[5, 6]], SamplingParams(n=2000))
     with pytest.raises(ValueError, match="kv_cache_memory"):
         Engine(tiny(), None, kv_cache_memory=10).generate([[5, 6]], SamplingParams())
     # the engine stays usable after an error
@@ -210,3 +210,17 @@ def test_release_memory_frees_the_cache_and_the_next_generate_rebuilds_it():
     engine.load_weights(tiny(1).state_dict())
     want = ids(Engine(tiny(1), None, block_size=4).generate(prompts(), params, progress=False))
     assert ids(engine.generate(prompts(), params, progress=False)) == want
+
+
+
+def test_cpu_default_rows_follow_the_kv_budget():
+    """Default max_num_seqs on the CPU: 1024 rows where full-length sequences are small, 256 where
+    2 GiB of KV holds fewer than that, and in between the number that fits."""
+    from reversalkit.engine.engine import _CPU_KV_CAP, cpu_rows
+
+    block = 16 * 256  # 16 tokens of 256 B of K and V each
+    assert cpu_rows(96, 16, block) == 1024
+    assert cpu_rows(2 << 20, 16, block) == 256  # a 2M-token context: one sequence fits
+    assert cpu_rows(16384, 16, block) == int(_CPU_KV_CAP / (1.1 * 1024 * block)) == 465
+    assert Engine(tiny(), None, block_size=16).scheduler.cfg.max_num_seqs == 1024
+    assert Engine(tiny(), None, block_size=16, max_num_seqs=8).scheduler.cfg.max_num_seqs == 8

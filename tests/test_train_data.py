@@ -7,7 +7,7 @@ import yaml
 from train_fixtures import sft_examples, toy_tokenizer
 
 from reversalkit.train import TrainConfig
-from reversalkit.train.data import Encoded, collate, encode, num_steps, plan_run
+from reversalkit.train.data import Encoded, collate, encode, encode_many, num_steps, plan_run, token_ids
 from reversalkit.train.optim import lr_at, param_groups
 
 
@@ -34,6 +34,25 @@ def test_encode_truncates_prompt_start_then_completion_end(tok):
     assert cut.prompt_len == 2 and cut.ids == full.ids[full.prompt_len - 2:]
     tiny = encode(tok, ex.prompt, ex.completion, max_length=4)
     assert tiny.prompt_len == 1 and tiny.ids == full.ids[full.prompt_len - 1: full.prompt_len + 3]
+
+
+def test_token_ids_match_the_tokenizer_call_even_after_a_padded_call(tok):
+    texts = [e.prompt for e in sft_examples(5)] + ["", "a"]
+    for special in (True, False):
+        assert token_ids(tok, texts, special) == tok(texts, add_special_tokens=special)["input_ids"]
+    tok(texts[:3], padding=True)  # leaves padding set on the fast backend: the direct path must not run
+    assert tok.backend_tokenizer.padding is not None
+    assert token_ids(tok, texts, True) == tok(texts, add_special_tokens=True)["input_ids"]
+    tok(texts[:1])  # transformers clears it again
+    assert tok.backend_tokenizer.padding is None
+
+
+def test_encode_many_equals_encode_one_by_one(tok):
+    ex = sft_examples(6)
+    prompts = [e.prompt for e in ex] + [ex[0].prompt] * 3  # repeated prompts are encoded once
+    completions = [e.completion for e in ex] + [ex[1].completion, ex[2].completion, ""]
+    many = encode_many(tok, prompts, completions, max_length=40)
+    assert many == [encode(tok, p, c, 40) for p, c in zip(prompts, completions)]
 
 
 def test_collate_right_pads_and_masks_completions():

@@ -52,17 +52,20 @@ def generate(engine: Any, task: Any, problems: Sequence[Any], *, n: int, tempera
 def _attach_logprobs(engine: Any, prompts: list[str], outs: list[list[Any]], records: list[dict[str, Any]],
                      training_ids: TrainingIds) -> None:
     flat = [(prompt, c) for prompt, comps in zip(prompts, outs) for c in comps]
+    for r in records:
+        r["lp"] = None
     encode = getattr(getattr(engine, "tokenizer", None), "encode", None)  # the sampler's prompt ids
     if encode is None:  # a sampler that does not say how it tokenized: no log-prob can be trusted
-        for r in records:
-            r["lp"] = None
         return
-    trained = training_ids([prompt for prompt, _ in flat], [c.text for _, c in flat])
+    # only a sample that ended with eos can equal its training sequence (which ends with eos)
+    todo = [j for j, (_, c) in enumerate(flat)
+            if c.finish_reason == "stop" and getattr(c, "cumulative_logprob", None) is not None]
+    trained = training_ids([flat[j][0] for j in todo], [flat[j][1].text for j in todo])
     prompt_ids = {prompt: tuple(encode(prompt)) for prompt in prompts}
-    for r, (prompt, c), ids in zip(records, flat, trained):
-        lp = getattr(c, "cumulative_logprob", None)
-        same = tuple(ids) == prompt_ids[prompt] + tuple(c.token_ids)
-        r["lp"] = float(lp) if lp is not None and same else None
+    for j, ids in zip(todo, trained):
+        prompt, c = flat[j]
+        if tuple(ids) == prompt_ids[prompt] + tuple(c.token_ids):
+            records[j]["lp"] = float(c.cumulative_logprob)
 
 
 def reward(task: Any, problems: Sequence[Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
