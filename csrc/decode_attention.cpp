@@ -11,10 +11,12 @@
 namespace reversalkit {
 namespace {
 
-// What one (sequence b, KV head j) attends to: nc prefix tokens from c0, n row tokens from lo.
+// What one (sequence b, KV head j) attends to: nc prefix tokens from c0, ng group tokens, n row
+// tokens from lo; scores are laid out in that order.
 struct Span {
-    int64_t g, c0, nc, lo, n;
+    int64_t g, c0, nc, ng, lo, n;
     const float *kp, *vp, *pv;  // row K/V at token lo, prefix V at token c0
+    const float *gk, *gv;       // group K/V at its first attended token (ng > 0)
 };
 
 Span span(const RowAttentionArgs& a, int64_t b, int64_t j) {
@@ -27,6 +29,14 @@ Span span(const RowAttentionArgs& a, int64_t b, int64_t j) {
     s.kp = a.k + b * a.row_stride + j * a.head_stride + s.lo * a.D;
     s.vp = a.v + b * a.row_stride + j * a.head_stride + s.lo * a.D;
     s.pv = a.prefix_len ? a.prefix_v + (j * a.prefix_len + s.c0) * a.D : nullptr;
+    s.ng = 0;
+    s.gk = s.gv = nullptr;
+    if (a.group_k != nullptr && a.group[b] >= 0 && a.group_hi[b] > a.group_lo[b]) {
+        s.ng = a.group_hi[b] - a.group_lo[b];
+        const int64_t off = a.group[b] * a.group_stride + j * a.group_head_stride + a.group_lo[b] * a.D;
+        s.gk = a.group_k + off;
+        s.gv = a.group_v + off;
+    }
     return s;
 }
 
@@ -37,14 +47,15 @@ const float* prefix_row(const RowAttentionArgs& a, const Span& s, int64_t b, int
 
 void scalar_row(const RowAttentionArgs& a, int64_t b, int64_t j, std::vector<float>& sc) {
     const Span s = span(a, b, j);
-    const int64_t D = a.D, tot = s.nc + s.n;
+    const int64_t D = a.D, own = s.nc + s.ng, tot = own + s.n;
     sc.resize(static_cast<size_t>(tot));
     for (int64_t i = 0; i < s.g; ++i) {
         const float* q = a.q + (b * a.H + j * s.g + i) * D;
         if (s.nc) std::copy_n(prefix_row(a, s, b, j, i), s.nc, sc.data());
-        for (int64_t t = 0; t < s.n; ++t) {
+        for (int64_t t = 0; t < s.ng + s.n; ++t) {
+            const float* kt = t < s.ng ? s.gk + t * D : s.kp + (t - s.ng) * D;
             float acc = 0.f;
-            for (int64_t d = 0; d < D; ++d) acc += q[d] * s.kp[t * D + d];
+            for (int64_t d = 0; d < D; ++d) acc += q[d] * kt[d];
             sc[s.nc + t] = acc * a.scale;
         }
         const float m = *std::max_element(sc.begin(), sc.begin() + tot);
@@ -57,7 +68,7 @@ void scalar_row(const RowAttentionArgs& a, int64_t b, int64_t j, std::vector<flo
         std::fill(o, o + D, 0.f);
         for (int64_t t = 0; t < tot; ++t) {
             const float p = sc[t] / l;
-            const float* vt = t < s.nc ? s.pv + t * D : s.vp + (t - s.nc) * D;
+            const float* vt = t < s.nc ? s.pv + t * D : t < own ? s.gv + (t - s.nc) * D : s.vp + (t - own) * D;
             for (int64_t d = 0; d < D; ++d) o[d] += p * vt[d];
         }
     }
@@ -162,7 +173,8 @@ __attribute__((target("avx2,fma"))) void pv_row(const Span& s, const float* sc, 
 #pragma GCC unroll 8
             for (int cc = 0; cc < CC; ++cc) acc[i][cc] = _mm256_setzero_ps();
         if (s.nc) pv_span<G, CC>(acc, sc, tot, s.pv, s.nc, D, c0);
-        pv_span<G, CC>(acc, sc + s.nc, tot, s.vp, s.n, D, c0);
+        if (s.ng) pv_span<G, CC>(acc, sc + s.nc, tot, s.gv, s.ng, D, c0);
+        pv_span<G, CC>(acc, sc + s.nc + s.ng, tot, s.vp, s.n, D, c0);
 #pragma GCC unroll 8
         for (int i = 0; i < G; ++i) {
             const __m256 iv = _mm256_set1_ps(inv[i]);
@@ -207,11 +219,13 @@ PvFn pv_kernel(int64_t g, int64_t C) {
 __attribute__((target("avx2,fma"))) void avx2_row(const RowAttentionArgs& a, int64_t b, int64_t j, PvFn pv,
                                                   std::vector<float>& sc) {
     const Span s = span(a, b, j);
-    const int64_t g = s.g, D = a.D, tot = s.nc + s.n;
+    const int64_t g = s.g, D = a.D, tot = s.nc + s.ng + s.n;
     sc.resize(static_cast<size_t>(g * tot));
     for (int64_t i = 0; i < g; ++i)
         if (s.nc) std::copy_n(prefix_row(a, s, b, j, i), s.nc, sc.data() + i * tot);
-    row_scores(a.q + (b * a.H + j * g) * D, s.kp, s.n, g, D / 8, a.scale, sc.data() + s.nc, tot);
+    const float* q = a.q + (b * a.H + j * g) * D;
+    if (s.ng) row_scores(q, s.gk, s.ng, g, D / 8, a.scale, sc.data() + s.nc, tot);
+    row_scores(q, s.kp, s.n, g, D / 8, a.scale, sc.data() + s.nc + s.ng, tot);
     float inv[kMaxGroup];
     for (int64_t i = 0; i < g; ++i) inv[i] = 1.f / softmax_numerators(sc.data() + i * tot, tot);
     pv(s, sc.data(), tot, D, inv, a.out + (b * a.H + j * g) * D);
@@ -275,13 +289,17 @@ void bind_decode_attention(py::module_& m) {
         [](uintptr_t q, uintptr_t k, uintptr_t v, int64_t row_stride, int64_t head_stride, uintptr_t lo,
            uintptr_t hi, uintptr_t prefix_scores, uintptr_t prefix_v, int64_t prefix_len, uintptr_t prefix_lo,
            int64_t B, int64_t H, int64_t Hkv, int64_t D, float scale, uintptr_t out, int64_t num_threads,
-           uintptr_t k_new, uintptr_t v_new) {
+           uintptr_t k_new, uintptr_t v_new, uintptr_t group_k, uintptr_t group_v, int64_t group_stride,
+           int64_t group_head_stride, uintptr_t group, uintptr_t group_lo, uintptr_t group_hi) {
             if (B < 0 || H <= 0 || Hkv <= 0 || D <= 0 || H % Hkv || prefix_len < 0)
                 throw std::invalid_argument("row_attention_f32: bad shape B=" + std::to_string(B) + " H=" +
                                             std::to_string(H) + " Hkv=" + std::to_string(Hkv) + " D=" +
                                             std::to_string(D) + " prefix_len=" + std::to_string(prefix_len));
             if ((k_new == 0) != (v_new == 0))
                 throw std::invalid_argument("row_attention_f32: give both k_new and v_new, or neither");
+            if (group_k != 0 && (group_v == 0 || group == 0 || group_lo == 0 || group_hi == 0))
+                throw std::invalid_argument(
+                    "row_attention_f32: group_k needs group_v, group, group_lo and group_hi");
             const reversalkit::RowAttentionArgs a{
                 reinterpret_cast<const float*>(q), reinterpret_cast<float*>(k),
                 reinterpret_cast<float*>(v), row_stride, head_stride,
@@ -289,7 +307,10 @@ void bind_decode_attention(py::module_& m) {
                 reinterpret_cast<const float*>(prefix_scores), reinterpret_cast<const float*>(prefix_v),
                 prefix_len, reinterpret_cast<const int64_t*>(prefix_lo), B, H, Hkv, D, scale,
                 reinterpret_cast<float*>(out), reinterpret_cast<const float*>(k_new),
-                reinterpret_cast<const float*>(v_new)};
+                reinterpret_cast<const float*>(v_new), reinterpret_cast<const float*>(group_k),
+                reinterpret_cast<const float*>(group_v), group_stride, group_head_stride,
+                reinterpret_cast<const int64_t*>(group), reinterpret_cast<const int64_t*>(group_lo),
+                reinterpret_cast<const int64_t*>(group_hi)};
             py::gil_scoped_release release;
             const int64_t T = std::min<int64_t>(num_threads, B / 16);
             reversalkit::parallel_ranges(B, T, [&a](int64_t b0, int64_t b1) { reversalkit::row_attention(a, b0, b1); });
@@ -298,11 +319,16 @@ void bind_decode_attention(py::module_& m) {
         py::arg("hi"), py::arg("prefix_scores"), py::arg("prefix_v"), py::arg("prefix_len"),
         py::arg("prefix_lo"), py::arg("B"), py::arg("H"), py::arg("Hkv"), py::arg("D"), py::arg("scale"),
         py::arg("out"), py::arg("num_threads") = 1, py::arg("k_new") = 0, py::arg("v_new") = 0,
+        py::arg("group_k") = 0, py::arg("group_v") = 0, py::arg("group_stride") = 0,
+        py::arg("group_head_stride") = 0, py::arg("group") = 0, py::arg("group_lo") = 0, py::arg("group_hi") = 0,
         "Decode attention of one query per sequence over the shared prefix and tokens [lo, hi) of its\n"
         "KV row, on raw float32 buffers given by address (the caller keeps them alive and checks dtypes\n"
         "and layouts): q, out (B, H, D); k, v element (b, j, t, d) at b*row_stride + j*head_stride +\n"
         "t*D + d; lo, hi, prefix_lo int64 (B,); prefix_scores (Hkv, B, H/Hkv, prefix_len), already\n"
         "scaled; prefix_v (Hkv, prefix_len, D). Addresses of the prefix buffers are ignored when\n"
-        "prefix_len is 0. k_new, v_new (B, Hkv, D), when given, are first stored at row token hi - 1.");
+        "prefix_len is 0. k_new, v_new (B, Hkv, D), when given, are first stored at row token hi - 1.\n"
+        "group_k, group_v (sample groups: the prompt tail shared by a prompt's samples), element\n"
+        "(grp, j, t, d) at grp*group_stride + j*group_head_stride + t*D + d, attended between prefix and\n"
+        "row: tokens [group_lo, group_hi) of group[b] (int64 (B,); group[b] < 0: none); 0: no groups.");
     m.def("row_attention_has_avx2", &reversalkit::row_attention_has_avx2);
 }

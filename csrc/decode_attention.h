@@ -1,9 +1,10 @@
 // CPU decode attention over contiguous per-sequence KV rows (reversalkit.engine's "rows" path).
 //
 // One query token per sequence attends to the shared prefix (through its precomputed scores, one
-// GEMM for the whole batch) and to the tokens [lo[b], hi[b]) of its own row: softmax over both
-// and the weighted sum of values in one pass per (sequence, KV head), the query heads of a GQA
-// group sharing each K/V load. torch's batched GEMMs spend most of their time on per-matrix
+// GEMM for the whole batch), to the tokens [group_lo[b], group_hi[b]) of its sample group (the
+// prompt tail that the n samples of one prompt share, stored once) and to the tokens [lo[b], hi[b])
+// of its own row: softmax over all three and the weighted sum of values in one pass per (sequence,
+// KV head), the query heads of a GQA group sharing each K/V load. torch's batched GEMMs spend most of their time on per-matrix
 // overhead at these sizes (2 x 32 by 32 x ~100 per head), and merging the two parts takes a
 // dozen more small ops; here each K and V row is read once.
 //
@@ -33,6 +34,13 @@ struct RowAttentionArgs {
     // row's last line is written and read while in cache); nullptr when already stored.
     const float* k_new = nullptr;
     const float* v_new = nullptr;
+    // Sample groups: element (grp, j, t, d) at grp * group_stride + j * group_head_stride + t * D + d.
+    const float* group_k = nullptr;  // nullptr: no groups
+    const float* group_v = nullptr;
+    int64_t group_stride = 0, group_head_stride = 0;
+    const int64_t* group = nullptr;     // (B,) group of each sequence, < 0 for none
+    const int64_t* group_lo = nullptr;  // (B,) first group token attended
+    const int64_t* group_hi = nullptr;  // (B,) one past the last (the group's length)
 };
 
 // Rows [b0, b1) of the batch.

@@ -87,6 +87,24 @@ def test_greedy_n_samples_are_identical_and_hit_the_context_limit():
     assert all(o.finish_reason == "length" and len(o.token_ids) == 128 - len(p) for o in outs[0])
 
 
+@pytest.mark.parametrize("kind", ["llama", "mistral", "qwen2"])
+def test_sampled_groups_on_rows_equal_the_paged_reference(kind):
+    """n samples per prompt on the CPU rows (each prompt's tail stored once as a sample group,
+    Mistral's and Qwen2's windows reaching into it) give the tokens of the gather-based paged
+    reference; an early eos makes finished rows move."""
+    model = make(kind)
+    ps = prompts()
+    eos = hf_greedy(model, ps[1], 6)[3]
+    model.config.eos_token_id = model.generation_config.eos_token_id = eos
+    params = SamplingParams(n=4, temperature=1.0, top_p=0.9, max_new_tokens=30, seed=7)
+    rows = Engine(model, None, block_size=4, decode_backend="rows", max_num_seqs=8)
+    ref = Engine(model, None, block_size=4, decode_backend="reference", max_num_seqs=8)
+    got, want = rows.generate(ps, params, progress=False), ref.generate(ps, params, progress=False)
+    assert [[c.token_ids for c in o] for o in got] == [[c.token_ids for c in o] for o in want]
+    assert any(c.finish_reason == "stop" for o in got for c in o)
+    assert any(c.finish_reason == "length" for o in got for c in o)
+
+
 LINEAR_ROPE = {"rope_type": "linear", "rope_theta": 500.0, "factor": 2.0}
 
 

@@ -9,8 +9,8 @@ token's slot is `block * block_size + offset`. Three ways to attend:
   the Triton kernel on CUDA (reversalkit/engine/paged_decode.py), a gather-based torch reference
   elsewhere.
 - Row decode (rows.py, the CPU path): contiguous per-sequence KV rows plus cascade attention over
-  the shared prefix, because gathering scattered blocks every step costs ~10x the attention itself
-  on a CPU.
+  the shared prefix and each prompt's sample group, because gathering scattered blocks every step
+  costs ~10x the attention itself on a CPU.
 """
 
 from __future__ import annotations

@@ -251,14 +251,14 @@ class Engine:
             lcp = k
         prefix_len = lcp // self.block_size * self.block_size
         if len(ids) * params.n < 2 or prefix_len == 0:
-            self.runner.begin([], 0, self._max_total(ids, params))
+            self.runner.begin([], 0, self._max_total(ids, params), max(map(len, ids)))
             return []
         pre = Sequence(seq_id=-1, request_id=-1, sample_index=0, token_ids=first[:prefix_len],
                        num_prompt_tokens=prefix_len, max_tokens=prefix_len, rng_key=0)
         pre.block_table, pre.num_cached_tokens = self.block_manager.allocate(pre.token_ids)
         self.runner.prefill([pre])
         self.scheduler.seal(pre, pre.num_cached_tokens // self.block_size, prefix_len // self.block_size)
-        self.runner.begin(pre.block_table, prefix_len, self._max_total(ids, params))
+        self.runner.begin(pre.block_table, prefix_len, self._max_total(ids, params), max(map(len, ids)))
         return pre.block_table
 
     def _max_total(self, ids, params) -> int:

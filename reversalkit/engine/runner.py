@@ -76,17 +76,21 @@ class ModelRunner:
     def _table(self, table: list[int]) -> torch.Tensor:
         return torch.tensor(table, dtype=torch.int64, device=self.model.device)
 
-    def begin(self, prefix_table: list[int], prefix_len: int, max_total_len: int) -> None:
+    def begin(self, prefix_table: list[int], prefix_len: int, max_total_len: int,
+              max_prompt_len: int | None = None) -> None:
         """Prepare a generate() call: every sequence starts with the prefix_len tokens of the
-        blocks in prefix_table and is at most max_total_len tokens long."""
+        blocks in prefix_table, is at most max_total_len tokens long, and its prompt at most
+        max_prompt_len (None: max_total_len; the CPU rows keep that much room per sample group)."""
         self.prefix_len = prefix_len
         if self.backend != "rows":
             return
         s = self.model.spec
         tail = max_total_len - prefix_len
-        if self.rows is None or not self.rows.fits(self.max_rows, tail, self.model.dtype):
+        group_tail = (max_total_len if max_prompt_len is None else max_prompt_len) - prefix_len
+        if self.rows is None or not self.rows.fits(self.max_rows, tail, self.model.dtype, group_tail):
             self.rows = None  # free the old buffers before allocating
-            self.rows = RowKV(s.num_layers, self.max_rows, s.num_kv_heads, s.head_dim, tail, self.model.dtype)
+            self.rows = RowKV(s.num_layers, self.max_rows, s.num_kv_heads, s.head_dim, tail, self.model.dtype,
+                              group_tail=group_tail)
         slots = context_slots(self._table(prefix_table), prefix_len, self.block_size) if prefix_len else \
             torch.zeros(0, dtype=torch.int64)
         self.rows.set_prefix(self.cache, slots)
