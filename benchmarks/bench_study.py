@@ -177,8 +177,7 @@ def main() -> None:
         train_dpo(m, tok, dpo_data, ref, dpo_cfg, progress=False)
 
     def evaluate(sampler):
-        for split, (task, problems) in ws.eval_sets.items():
-            stages.evaluate_set(sampler, task, problems, cfg, split, sbert=sbert, progress=False)
+        stages.evaluate_sets(sampler, ws.eval_sets, cfg, sbert=sbert, progress=False)
 
     hf, sft_peer, dpo_peer = "peer: HF generate", "peer: TRL SFTTrainer", "peer: TRL DPOTrainer"
 

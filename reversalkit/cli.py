@@ -172,9 +172,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     sbert = None if cfg.sbert_model.lower() == "none" else load_sentence_model(
         None if cfg.sbert_model == "default" else cfg.sbert_model, device=dev)
     out = {}
-    for split, (t, problems) in load_eval_sets(cfg, task).items():
-        metrics, _, _ = stages.evaluate_set(engine, t, problems, cfg, split, sbert=sbert,
-                                            progress=cfg.progress)
+    results = stages.evaluate_sets(engine, load_eval_sets(cfg, task), cfg, sbert=sbert, progress=cfg.progress)
+    for split, (metrics, _, _) in results.items():
         out[split] = metrics
         div = metrics.get("diversity", {}).get("correct", {})
         print(f"{split}: pass@1 {fmt_ci(metrics['pass1'])}  "

@@ -207,9 +207,13 @@ def test_sample_group_moves_and_reuse():
     rows.fill(cache, slice(2, 4), torch.arange(4, 6))  # a second group
     assert rows.group.tolist() == [0, 0, 1, 1]
     rows.k[0, 3, 0, :2] = torch.tensor([[7.0] * 8, [8.0] * 8])
-    rows.move(3, 0, context=2 + 2)  # row 3 (group of 2 + 2 own tokens) replaces row 0
-    assert rows.group[0] == 1 and rows.glen[0] == 2
+    rows.k[0, 0, 0, :1] = 5.0
+    # row 3 (group of 2 + 2 own tokens) replaces row 0 while row 0 (1 own token) goes to row 2
+    rows.move(torch.tensor([3, 0]), torch.tensor([0, 2]), context=torch.tensor([2 + 2, 3 + 1]))
+    assert rows.group[:3].tolist() == [1, 0, 0] and rows.glen[:3].tolist() == [2, 3, 3]
     torch.testing.assert_close(rows.k[0, 0, 0, :2], torch.tensor([[7.0] * 8, [8.0] * 8]))
+    torch.testing.assert_close(rows.k[0, 2, 0, :1], torch.full((1, 8), 5.0))
+    rows.group[2] = -1  # row 2's sequence is done
     rows.fill(cache, slice(1, 3), torch.arange(2))  # row 0 (group 1) runs: group 0 is free again
     assert rows.group[:3].tolist() == [1, 0, 0]
     rows.fill(cache, slice(3, 4), torch.arange(2))  # a lone sample keeps its prompt in its row

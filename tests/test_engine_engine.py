@@ -224,3 +224,21 @@ def test_cpu_default_rows_follow_the_kv_budget():
     assert cpu_rows(16384, 16, block) == int(_CPU_KV_CAP / (1.1 * 1024 * block)) == 465
     assert Engine(tiny(), None, block_size=16).scheduler.cfg.max_num_seqs == 1024
     assert Engine(tiny(), None, block_size=16, max_num_seqs=8).scheduler.cfg.max_num_seqs == 8
+
+
+def test_apply_moves_follows_chains_of_moves():
+    """Rows 1 and 3 of five finish in one step: the scheduler moves row 4 into row 3, then row 3
+    (now holding row 4's sample) into row 1. One gather per buffer must give row 1 row 4's state."""
+    from reversalkit.engine.model import LlamaFamilyModel
+    from reversalkit.engine.runner import ModelRunner
+
+    run = ModelRunner(LlamaFamilyModel.from_hf(tiny()), num_blocks=8, block_size=4, max_rows=5)
+    run.begin([], 0, 40, 10)
+    for r in range(5):
+        run.row_tokens[r], run.row_pos[r], run.row_keys[r], run.row_gen[r] = 10 + r, 20 + r, 30 + r, r
+        run.block_tables[r, 0] = r
+        run.rows.k[:, r] = float(r)
+    run.apply_moves([(4, 3), (3, 1)])
+    assert run.row_tokens[:3].tolist() == [10, 14, 12] and run.row_pos[:3].tolist() == [20, 24, 22]
+    assert run.row_keys[1] == 34 and run.row_gen[1] == 4 and run.block_tables[1, 0] == 4
+    assert run.rows.k[:, 1, :, :24].eq(4.0).all() and run.rows.k[:, 2].eq(2.0).all()

@@ -28,6 +28,9 @@ class ToyTask:
     def format_prompt(self, problem):
         return problem.prompt
 
+    def is_correct(self, problem, text):
+        return text.strip().endswith(str(int(problem.id) * 2))
+
 
 @pytest.fixture(scope="module")
 def trained():
@@ -152,3 +155,36 @@ def test_sampled_reference_keeps_nan_for_unknown_texts():
     ref = stages.sampled_reference(pairs, records, {"1": "q"})
     assert ref[0].tolist() == [-1.5, -2.5] and ref[1, 0] == -1.5 and math.isnan(ref[1, 1])
     assert stages.sampled_reference([], records, {"1": "q"}).shape == (0, 2)
+
+
+def test_generate_sets_equals_a_call_per_set_and_evaluate_sets_merges_greedy(trained):
+    """Sets generated in one engine call give each set's own records (greedy and sampled: a
+    sample's random stream depends on its prompt, not its batch); evaluate_sets runs the greedy
+    passes of tasks with the same stop strings as one call, and keeps other tasks apart."""
+    model, tok = trained
+    task = ToyTask()
+    a, b = task.problems[:5], task.problems[5:]
+    engine = Engine(model, tok, device="cpu")
+    calls = []
+    generate = engine.generate
+    engine.generate = lambda prompts, params, progress=True: calls.append(len(prompts)) or generate(
+        prompts, params, progress)
+    for n, temperature in ((1, 0.0), (3, 1.0)):
+        kw = dict(n=n, temperature=temperature, max_new_tokens=24, seed=5, progress=False)
+        merged = rollout.generate_sets(engine, [(task, a), (task, b)], **kw)
+        alone = [rollout.generate(engine, task, ps, **kw) for ps in (a, b)]
+        assert merged == alone and [len(r) for r in merged] == [5 * n, 3 * n]
+    stopper = ToyTask()
+    stopper.stop = ("\n",)
+    with pytest.raises(ValueError, match="same stop strings"):
+        rollout.generate_sets(engine, [(task, a), (stopper, b)], n=1, temperature=0.0, max_new_tokens=8,
+                              seed=0)
+    cfg = StudyConfig.preset("tiny").replace(max_new_tokens=24, eval_samples=2, ood_eval_samples=0,
+                                             sbert_model="none", bootstrap=10)
+    calls.clear()
+    out = stages.evaluate_sets(engine, {"id": (task, a), "ood": (task, b)}, cfg, sbert=None, progress=False)
+    assert calls == [8, 5]  # one greedy call for both sets, then the ID set's samples
+    assert [len(out[s][1]) for s in ("id", "ood")] == [5, 3] and len(out["id"][2]) == 10
+    calls.clear()
+    stages.evaluate_sets(engine, {"id": (task, a), "ood": (stopper, b)}, cfg, sbert=None, progress=False)
+    assert calls == [5, 3, 5]

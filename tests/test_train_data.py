@@ -6,8 +6,9 @@ import pytest
 import yaml
 from train_fixtures import sft_examples, toy_tokenizer
 
+from reversalkit.engine.tokenizer import batch_encode
 from reversalkit.train import TrainConfig
-from reversalkit.train.data import Encoded, collate, encode, encode_many, num_steps, plan_run, token_ids
+from reversalkit.train.data import Encoded, collate, encode, encode_many, num_steps, plan_run
 from reversalkit.train.optim import lr_at, param_groups
 
 
@@ -39,12 +40,14 @@ def test_encode_truncates_prompt_start_then_completion_end(tok):
 def test_token_ids_match_the_tokenizer_call_even_after_a_padded_call(tok):
     texts = [e.prompt for e in sft_examples(5)] + ["", "a"]
     for special in (True, False):
-        assert token_ids(tok, texts, special) == tok(texts, add_special_tokens=special)["input_ids"]
+        assert batch_encode(tok, texts, special) == tok(texts, add_special_tokens=special)["input_ids"]
     tok(texts[:3], padding=True)  # leaves padding set on the fast backend: the direct path must not run
     assert tok.backend_tokenizer.padding is not None
-    assert token_ids(tok, texts, True) == tok(texts, add_special_tokens=True)["input_ids"]
+    assert batch_encode(tok, texts, True) == tok(texts, add_special_tokens=True)["input_ids"]
     tok(texts[:1])  # transformers clears it again
     assert tok.backend_tokenizer.padding is None
+    raw = tok.backend_tokenizer  # a tokenizers.Tokenizer as such
+    assert batch_encode(raw, texts, True) == [raw.encode(t).ids for t in texts]
 
 
 def test_encode_many_equals_encode_one_by_one(tok):

@@ -213,9 +213,11 @@ class Engine:
         if len(prompts) == 0:
             raise ValueError("prompts is empty: give at least one prompt")
         V = self.model.spec.vocab_size
+        texts = [i for i, p in enumerate(prompts) if isinstance(p, str)]
+        encoded = dict(zip(texts, self.tokenizer.encode_many([prompts[i] for i in texts]))) if texts else {}
         out = []
         for i, p in enumerate(prompts):
-            ids = self.tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p]
+            ids = encoded[i] if isinstance(p, str) else [int(t) for t in p]
             if not ids:
                 raise ValueError(f"prompt {i} has no tokens")
             if min(ids) < 0 or max(ids) >= V:

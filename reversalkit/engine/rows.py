@@ -98,12 +98,13 @@ class RowKV:
         idx = free.nonzero()
         return int(idx[0]) if idx.numel() else None
 
-    def move(self, src: int, dst: int, context: int) -> None:
-        """Row src -> row dst; context: the tokens after the shared prefix that row src holds or
-        shares through its group."""
-        length = context - int(self.glen[src])
-        self.k[:, dst, :, :length] = self.k[:, src, :, :length]
-        self.v[:, dst, :, :length] = self.v[:, src, :, :length]
+    def move(self, src: torch.Tensor, dst: torch.Tensor, context: torch.Tensor) -> None:
+        """Rows src -> rows dst, all read before any is written. src, dst: int64 (M,); context:
+        (M,) the tokens after the shared prefix that each src row holds or shares through its group."""
+        length = int((context - self.glen[src]).max()) if src.numel() else 0
+        if length > 0:  # the longest row's length for all: past a row's own length is never read
+            self.k[:, dst, :, :length] = self.k[:, src, :, :length]
+            self.v[:, dst, :, :length] = self.v[:, src, :, :length]
         self.group[dst] = self.group[src]
         self.glen[dst] = self.glen[src]
 

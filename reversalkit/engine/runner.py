@@ -142,15 +142,21 @@ class ModelRunner:
             i = j
 
     def apply_moves(self, moves: list[tuple[int, int]]) -> None:
+        """Apply the scheduler's row moves (src, dst), in order, as one gather per buffer: a row
+        moved twice (into a hole, then out of it) is read from where it started."""
+        if not moves:
+            return
+        origin: dict[int, int] = {}
         for src, dst in moves:
-            self.row_tokens[dst] = self.row_tokens[src]
-            self.row_pos[dst] = self.row_pos[src]
-            self.row_keys[dst] = self.row_keys[src]
-            self.row_gen[dst] = self.row_gen[src]
-            self.row_limit[dst] = self.row_limit[src]
-            self.block_tables[dst] = self.block_tables[src]
-            if self.rows is not None:
-                self.rows.move(src, dst, int(self.row_pos[src]) - self.prefix_len)
+            origin[dst] = origin.get(src, src)
+        dev = self.row_pos.device
+        dst = torch.tensor(list(origin), dtype=torch.int64, device=dev)
+        src = torch.tensor(list(origin.values()), dtype=torch.int64, device=dev)
+        if self.rows is not None:
+            self.rows.move(src, dst, self.row_pos[src] - self.prefix_len)
+        for buf in (self.row_tokens, self.row_pos, self.row_keys, self.row_gen, self.row_limit,
+                    self.block_tables):
+            buf[dst] = buf[src]
 
     def set_blocks(self, updates: list[tuple[int, int, int]]) -> None:
         for row, idx, block in updates:

@@ -180,9 +180,8 @@ class Study:
         ws, cfg, store = self.ws, self.cfg, self.store
         engine = ws.engine_for(name)
         splits, transitions = {}, {}
-        for split, (task, problems) in ws.eval_sets.items():
-            metrics, greedy, samples = stages.evaluate_set(engine, task, problems, cfg, split,
-                                                           sbert=ws.sbert(), progress=cfg.progress)
+        results = stages.evaluate_sets(engine, ws.eval_sets, cfg, sbert=ws.sbert(), progress=cfg.progress)
+        for split, (metrics, greedy, samples) in results.items():
             base = f"{node_dir(name)}/eval/{split}"
             store.write_jsonl(f"{base}.greedy.jsonl.gz", greedy)
             store.write_jsonl(f"{base}.samples.jsonl.gz", samples)

@@ -167,16 +167,38 @@ def train_round(model, tok, kind: str, data: list[Any], tcfg: TrainConfig, ref: 
     return _train_record(result)
 
 
+def evaluate_sets(engine, sets: dict[str, tuple[Any, Sequence[Any]]], cfg: StudyConfig, *, sbert: Any,
+                  progress: bool) -> dict[str, tuple[dict[str, Any], list[dict], list[dict]]]:
+    """`evaluate_set` of every test set (split -> (task, problems)), the greedy passes of sets whose
+    tasks share their stop strings run as one engine call (greedy draws no random numbers, so
+    they do not depend on the grouping)."""
+    by_stop: dict[tuple[str, ...], list[str]] = {}
+    for split, (task, _) in sets.items():
+        by_stop.setdefault(rollout.stop_strings(task), []).append(split)
+    greedy: dict[str, list[dict]] = {}
+    for splits in by_stop.values():
+        outs = rollout.generate_sets(engine, [sets[s] for s in splits], n=1, temperature=0.0,
+                                     max_new_tokens=cfg.max_new_tokens, seed=derive_seed(cfg.seed, "greedy"),
+                                     progress=progress, desc=f"greedy {', '.join(splits)}")
+        greedy.update(zip(splits, outs))
+    return {split: evaluate_set(engine, task, problems, cfg, split, sbert=sbert, progress=progress,
+                                greedy=greedy[split])
+            for split, (task, problems) in sets.items()}
+
+
 def evaluate_set(engine, task: Any, problems: Sequence[Any], cfg: StudyConfig, split: str, *,
-                 sbert: Any, progress: bool) -> tuple[dict[str, Any], list[dict], list[dict]]:
+                 sbert: Any, progress: bool, greedy: list[dict] | None = None
+                 ) -> tuple[dict[str, Any], list[dict], list[dict]]:
     """Greedy pass + N samples per problem on one test set; returns (metrics, greedy, samples).
+    greedy: the greedy records of `problems` when already generated (see `evaluate_sets`).
 
     Evaluation samples use one seed per test set, the same for every iterate, so differences
     between iterates are not sampling noise of different random streams.
     """
-    greedy = rollout.generate(engine, task, problems, n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
-                              seed=derive_seed(cfg.seed, "greedy", split), progress=progress,
-                              desc=f"greedy {split}")
+    if greedy is None:
+        greedy = rollout.generate(engine, task, problems, n=1, temperature=0.0,
+                                  max_new_tokens=cfg.max_new_tokens, seed=derive_seed(cfg.seed, "greedy"),
+                                  progress=progress, desc=f"greedy {split}")
     rollout.reward(task, problems, greedy)
     samples: list[dict[str, Any]] = []
     n = cfg.samples_for(split)

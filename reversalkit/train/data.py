@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
+from reversalkit.engine.tokenizer import batch_encode
+
 
 @dataclasses.dataclass(frozen=True)
 class SFTExample:
@@ -72,19 +74,6 @@ def _join(prompt_ids: list[int], completion_ids: list[int], eos: int, max_length
     return Encoded(tuple(p + c), len(p))
 
 
-def token_ids(tokenizer, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
-    """Token ids of each text, as `tokenizer(texts, add_special_tokens=...)["input_ids"]` gives them.
-
-    A fast tokenizer whose backend has no padding or truncation set encodes through the backend's
-    `encode_batch` directly (transformers' per-text conversion to Python objects cost ~40% of the
-    encoding); any other goes through `tokenizer(...)`.
-    """
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None and backend.padding is None and backend.truncation is None:
-        return [e.ids for e in backend.encode_batch(list(texts), add_special_tokens=add_special_tokens)]
-    return tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
-
-
 def encode_many(tokenizer, prompts: Sequence[str], completions: Sequence[str],
                 max_length: int) -> list[Encoded]:
     """Tokenize prompts and completions separately (as generation sees them) and join them.
@@ -97,8 +86,8 @@ def encode_many(tokenizer, prompts: Sequence[str], completions: Sequence[str],
         return []
     eos = _eos_id(tokenizer)
     unique = list(dict.fromkeys(prompts))
-    by_prompt = dict(zip(unique, token_ids(tokenizer, unique, add_special_tokens=True)))
-    c_ids = token_ids(tokenizer, completions, add_special_tokens=False)
+    by_prompt = dict(zip(unique, batch_encode(tokenizer, unique, add_special_tokens=True)))
+    c_ids = batch_encode(tokenizer, completions, add_special_tokens=False)
     return [_join(by_prompt[text], c, eos, max_length, text) for c, text in zip(c_ids, prompts)]
 
 
