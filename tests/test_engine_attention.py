@@ -100,6 +100,27 @@ def test_triton_paged_decode_rejects_bad_inputs():
         paged_decode(q[..., :8], kc, vc, bt, cl, 0.25)
 
 
+def decode_matches_paged_reference(rows, cache, tables, lens, windows, H, use_kernel, check=None):
+    """Each layer's row decode of one new token per sequence against the paged reference over the
+    sequences' whole contexts (lens include the new token); check(layer, pos, k) after each."""
+    B, L, D = len(lens), len(windows), cache.data.shape[-1]
+    bs, Hkv = cache.block_size, cache.data.shape[-2]
+    pos = torch.tensor(lens) - 1
+    new_slots = torch.stack([context_slots(tables[b].long(), lens[b], bs)[-1] for b in range(B)])
+    q = torch.randn(B, H, D)
+    for layer in range(L):
+        k, v = torch.randn(B, Hkv, D), torch.randn(B, Hkv, D)
+        attend = RowDecodeAttention(rows, pos, windows, D ** -0.5, use_kernel=use_kernel)
+        assert (attend.kernel is not None) == use_kernel
+        out = attend(layer, q, k, v).view(B, H, D)
+        cache.store(layer, new_slots, k, v)
+        ref = paged_decode_reference(q, cache.data[layer, 0], cache.data[layer, 1], tables,
+                                     torch.tensor(lens, dtype=torch.int32), D ** -0.5, windows[layer])
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        if check is not None:
+            check(layer, pos, k)
+
+
 @pytest.mark.parametrize("use_kernel", [True, False])
 @pytest.mark.parametrize("windows,prefix_len,D", [((None, None), 8, 16), ((None, 5, 12), 8, 16),
                                                   ((None,), 0, 16), ((None, 3), 4, 12)])
@@ -125,18 +146,7 @@ def test_row_decode_matches_paged_reference(windows, prefix_len, D, use_kernel):
     for b, n in enumerate(lens):  # rows hold every token but the new one
         slots = context_slots(tables[b].long(), n - 1, bs)
         rows.fill(cache, slice(b, b + 1), slots[prefix_len:])
-    pos = torch.tensor(lens) - 1
-    new_slots = torch.stack([context_slots(tables[b].long(), lens[b], bs)[-1] for b in range(B)])
-    q = torch.randn(B, H, D)
-    for layer in range(L):
-        k, v = torch.randn(B, Hkv, D), torch.randn(B, Hkv, D)
-        attend = RowDecodeAttention(rows, pos, windows, D ** -0.5, use_kernel=use_kernel)
-        assert (attend.kernel is not None) == use_kernel
-        out = attend(layer, q, k, v).view(B, H, D)
-        cache.store(layer, new_slots, k, v)
-        ref = paged_decode_reference(q, cache.data[layer, 0], cache.data[layer, 1], tables,
-                                     torch.tensor(lens, dtype=torch.int32), D ** -0.5, windows[layer])
-        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    decode_matches_paged_reference(rows, cache, tables, lens, windows, H, use_kernel)
 
 
 @pytest.mark.parametrize("use_kernel", [True, False])
@@ -181,20 +191,12 @@ def test_row_decode_with_sample_groups_matches_paged_reference(windows, prefix_l
         rows.v[:, b, :, row_start:row_start + own] = full[b][1, :, start:].transpose(1, 2)
     assert rows.group[:6].tolist() == [0, 0, 0, -1, 1, 1] and rows.glen[:6].tolist() == [6, 6, 6, 0, 2, 2]
     lens = [f.shape[2] + 1 for f in full]  # context lengths including the new token
-    pos = torch.tensor(lens) - 1
-    new_slots = torch.stack([context_slots(tables[b].long(), lens[b], bs)[-1] for b in range(B)])
-    q = torch.randn(B, H, D)
-    for layer in range(L):
-        k, v = torch.randn(B, Hkv, D), torch.randn(B, Hkv, D)
-        attend = RowDecodeAttention(rows, pos, windows, D ** -0.5, use_kernel=use_kernel)
-        assert (attend.kernel is not None) == use_kernel
-        out = attend(layer, q, k, v).view(B, H, D)
-        cache.store(layer, new_slots, k, v)
-        ref = paged_decode_reference(q, cache.data[layer, 0], cache.data[layer, 1], tables,
-                                     torch.tensor(lens, dtype=torch.int32), D ** -0.5, windows[layer])
-        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+    def stored_in_own_row(layer, pos, k):
         own_index = pos - prefix_len - rows.glen[:B]
         torch.testing.assert_close(rows.k[layer, torch.arange(B), :, own_index], k, rtol=0, atol=0)
+
+    decode_matches_paged_reference(rows, cache, tables, lens, windows, H, use_kernel, stored_in_own_row)
 
 
 def test_sample_group_moves_and_reuse():
