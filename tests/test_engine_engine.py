@@ -110,6 +110,9 @@ def test_string_prompts_texts_and_progress_bar(capsys):
                                 max_new_tokens=12)
         mine = engine.generate([text], SamplingParams(temperature=0, max_new_tokens=12), progress=False)
         assert mine[0][0].token_ids == greedy[0, ids_.shape[1]:].tolist()
+    # strings and token-id lists in one call: each prompt as if given alone
+    mixed = engine.generate([texts[0], tok(texts[1])["input_ids"]], params, progress=False)
+    assert [[c.token_ids for c in o] for o in mixed] == [[c.token_ids for c in o] for o in outs]
 
 
 def test_prefix_is_computed_once_and_released():
