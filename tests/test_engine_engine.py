@@ -245,3 +245,25 @@ def test_apply_moves_follows_chains_of_moves():
     assert run.row_tokens[:3].tolist() == [10, 14, 12] and run.row_pos[:3].tolist() == [20, 24, 22]
     assert run.row_keys[1] == 34 and run.row_gen[1] == 4 and run.block_tables[1, 0] == 4
     assert run.rows.k[:, 1, :, :24].eq(4.0).all() and run.rows.k[:, 2].eq(2.0).all()
+
+
+def test_tokenizer_adapter_encodes_prompts_of_every_kind_alike():
+    """A transformers tokenizer, its `tokenizers.Tokenizer` and a plain object with encode()/decode()
+    give the prompt ids transformers' encode gives (BOS included)."""
+    from reversalkit.engine.tokenizer import TokenizerAdapter
+
+    tok = hf_tokenizer()
+    texts = ["w5 w9 w12", "w40", "w3 w3 w7 w8"]
+    want = [tok.encode(t) for t in texts]
+
+    class Plain:  # encode/decode only, not callable
+        def encode(self, text):
+            return tok.encode(text)
+
+        def decode(self, ids, skip_special_tokens=True):
+            return tok.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    for t in (tok, tok.backend_tokenizer, Plain()):
+        assert TokenizerAdapter(t).encode_many(texts) == want
+    with pytest.raises(ValueError, match="need a tokenizer"):
+        TokenizerAdapter(None).encode_many(texts)

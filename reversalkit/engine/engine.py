@@ -34,6 +34,7 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
 
 
 _CPU_KV_CAP = 2 << 30  # default paged-cache bytes on CPU at most
+_KV_HEADROOM = 1.1  # the default CPU cache holds max_num_seqs full-length sequences and 10% more
 _CPU_ROWS = (256, 1024)  # default max_num_seqs on CPU: at least, at most (see cpu_rows)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
@@ -61,7 +62,7 @@ def cpu_rows(max_model_len: int, block_size: int, bytes_per_block: int) -> int:
     6); a large model keeps 256 rows and relies on preemption as before."""
     full = -(-max_model_len // block_size) * bytes_per_block
     lo, hi = _CPU_ROWS
-    return max(lo, min(hi, int(_CPU_KV_CAP / (1.1 * full))))
+    return max(lo, min(hi, int(_CPU_KV_CAP / (_KV_HEADROOM * full))))
 
 
 def _eos_ids(hf_model) -> list[int]:
@@ -150,7 +151,7 @@ class Engine:
             return int(torch.cuda.mem_get_info(self.device)[0] * 0.9)
         blocks_per_seq = -(-self.max_model_len // self.block_size)
         # room for every row at full context, capped: past the cap, preemption takes over
-        return min(int(1.1 * max_num_seqs * blocks_per_seq * bytes_per_block), _CPU_KV_CAP)
+        return min(int(_KV_HEADROOM * max_num_seqs * blocks_per_seq * bytes_per_block), _CPU_KV_CAP)
 
     # ---- public API ----
     def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -30,7 +30,6 @@ class TokenizerAdapter:
 
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
         self.tok = tokenizer
-        self._fast = tokenizer is not None and type(tokenizer).__module__.startswith("tokenizers")
         if tokenizer is not None and not (hasattr(tokenizer, "encode") and hasattr(tokenizer, "decode")):
             raise TypeError(f"tokenizer must have encode() and decode(), got {type(tokenizer).__name__}")
 
@@ -38,18 +37,13 @@ class TokenizerAdapter:
     def eos_token_id(self) -> int | None:
         return getattr(self.tok, "eos_token_id", None)
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of a prompt, with the special tokens the tokenizer adds (e.g. BOS)."""
-        if self.tok is None:
-            raise ValueError("string prompts need a tokenizer; pass one to Engine or give token-id lists")
-        if self._fast:
-            return list(self.tok.encode(text).ids)
-        return list(self.tok.encode(text))
-
     def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
-        """`encode` of each text, in one batched call."""
+        """Token ids of each prompt, with the special tokens the tokenizer adds (e.g. BOS), in one
+        batched call where the tokenizer has one."""
         if self.tok is None:
             raise ValueError("string prompts need a tokenizer; pass one to Engine or give token-id lists")
+        if not callable(self.tok) and not type(self.tok).__module__.startswith("tokenizers"):
+            return [list(self.tok.encode(t)) for t in texts]  # any object with encode() and decode()
         return [list(ids) for ids in batch_encode(self.tok, texts, add_special_tokens=True)]
 
     def decode(self, ids: list[int]) -> str:
