@@ -12,6 +12,8 @@ weight. Providers:
   trl            TRL's DPO flow: its chunked log-prob function on the completion tokens, sums, sigmoid loss
   rk             reversalkit sequence_logprobs -> dpo_loss (per-token autograd, 4 GEMMs)
   rk-fused       reversalkit linear_dpo_loss (gradients in the forward, 3 GEMMs)
+  gemm-floor     the lm_head GEMMs alone on the scored rows, one pair's rows per chunk as rk-fused
+                 runs them; no loss: the least time any exact provider can take on this BLAS
 Every provider runs in its own process, the providers taking turns (see benchmarks/_kernel_common.py).
 """
 
@@ -21,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-from benchmarks._kernel_common import bench_main, builders
+from benchmarks._kernel_common import bench_main, builders, gemm_floor
 
 SHAPES = {"full": dict(b=4, t=513, h=1024, v=32000), "quick": dict(b=2, t=129, h=256, v=8000)}
 BETA = 0.1
@@ -95,8 +97,13 @@ def _rk_fused(hidden, weight, ids, mask, rc, rr):
     return lambda: linear_dpo_loss(hidden, weight, ids, mask, rc, rr, beta=BETA).loss
 
 
+def _floor(hidden, weight, ids, mask, rc, rr):
+    scored = hidden[:, :-1].detach().requires_grad_(hidden.requires_grad)  # (2B, T-1, H), as rk-fused scores
+    return gemm_floor(scored, weight, chunk=2 * scored.shape[1])
+
+
 def providers(shape: dict, backward: bool) -> dict[str, Callable[[], Callable[[], object]]]:
-    bodies = {"naive": _naive, "liger": _liger, "trl": _trl, "rk": _rk, "rk-fused": _rk_fused}
+    bodies = {"naive": _naive, "liger": _liger, "trl": _trl, "rk": _rk, "rk-fused": _rk_fused, "gemm-floor": _floor}
     if backward:
         bodies["liger-compiled"] = lambda *batch: _liger(*batch, compiled=True)
     return builders(lambda: _batch(**shape, grad=backward), bodies, backward)

@@ -14,6 +14,8 @@ Providers (CPU):
   trl            TRL's chunked log-prob autograd function (trl.kernels), plain torch on CPU
   rk             reversalkit linear_token_logprobs -> mean (per-token autograd, 4 GEMMs)
   rk-fused       reversalkit linear_nll_loss (gradients computed in the forward, 3 GEMMs)
+  gemm-floor     the lm_head GEMMs alone, in rk's chunks; no loss: the least time any exact provider
+                 can take on this BLAS
 Each provider runs in its own process, which reports the peak memory of its first call and then times
 one call per request while the providers take turns (see benchmarks/_kernel_common.py).
 """
@@ -24,7 +26,7 @@ from collections.abc import Callable
 
 import torch
 
-from benchmarks._kernel_common import bench_main, builders
+from benchmarks._kernel_common import bench_main, builders, gemm_floor
 
 SHAPES = {"full": dict(n=4096, h=1024, v=32000), "quick": dict(n=512, h=256, v=8000)}
 SEQ_LEN = 512  # Liger's chunked losses take (B, T, H); N tokens are viewed as N / 512 sequences
@@ -58,6 +60,7 @@ def _trl_logps(hidden, weight, targets):
 def linear_providers(shape: dict, backward: bool) -> dict[str, Callable[[], Callable[[], object]]]:
     """name -> builder() -> zero-argument call (built inside the worker process)."""
     from reversalkit.kernels import linear_nll_loss, linear_token_logprobs, linear_token_logprobs_reference
+    from reversalkit.kernels._backend import chunk_rows
 
     mean = (lambda lp: -lp.mean()) if backward else (lambda lp: lp)
     bodies = {
@@ -65,6 +68,7 @@ def linear_providers(shape: dict, backward: bool) -> dict[str, Callable[[], Call
         "liger": _liger_nll,
         "trl": lambda h, w, t: (lambda f: lambda: mean(f()))(_trl_logps(h, w, t)),
         "rk": lambda h, w, t: lambda: mean(linear_token_logprobs(h, w, t)),
+        "gemm-floor": lambda h, w, t: gemm_floor(h, w, chunk_rows(h.shape[0], w.shape[0], h.device, None)),
     }
     if backward:
         bodies["liger-compiled"] = lambda h, w, t: _liger_nll(h, w, t, compiled=True)
