@@ -103,7 +103,8 @@ def _floor(hidden, weight, ids, mask, rc, rr):
 
 
 def providers(shape: dict, backward: bool) -> dict[str, Callable[[], Callable[[], object]]]:
-    bodies = {"naive": _naive, "liger": _liger, "trl": _trl, "rk": _rk, "rk-fused": _rk_fused, "gemm-floor": _floor}
+    bodies = {"naive": _naive, "liger": _liger, "trl": _trl, "rk": _rk, "rk-fused": _rk_fused}
+    bodies["gemm-floor"] = _floor
     if backward:
         bodies["liger-compiled"] = lambda *batch: _liger(*batch, compiled=True)
     return builders(lambda: _batch(**shape, grad=backward), bodies, backward)
