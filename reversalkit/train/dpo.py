@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 
 from reversalkit.train.config import TrainConfig, TrainResult
+from reversalkit.train.cpu_ops import fused_cpu_ops
 from reversalkit.train.data import DPOPair, Encoded, collate, encode_dpo, pad_id, plan_run
 from reversalkit.train.optim import autocast
 from reversalkit.train.step import (
@@ -91,13 +92,14 @@ def reference_logprobs(model, tokenizer, pairs: Sequence[DPOPair], cfg: TrainCon
     out = torch.zeros((len(encoded), 2), dtype=torch.float32)
     was_training = model.training
     model.eval()
-    for start in range(0, len(order), cfg.batch_size):
-        idx = order[start: start + cfg.batch_size]
-        with autocast(cfg, device):
-            hidden, ids, mask = _pair_hidden(model, encoded, idx, pad, device, cfg)
-            sums, _ = sequence_logprobs(hidden, lm_head_weight(model), ids, mask,
-                                        chunk_size=cfg.logprob_chunk_size)  # (2B,)
-        out[idx] = sums.float().cpu().view(2, len(idx)).T
+    with fused_cpu_ops(model):  # the ops training runs, so that step 0 reproduces these values
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start: start + cfg.batch_size]
+            with autocast(cfg, device):
+                hidden, ids, mask = _pair_hidden(model, encoded, idx, pad, device, cfg)
+                sums, _ = sequence_logprobs(hidden, lm_head_weight(model), ids, mask,
+                                            chunk_size=cfg.logprob_chunk_size)  # (2B,)
+            out[idx] = sums.float().cpu().view(2, len(idx)).T
     model.train(was_training)
     return out
 

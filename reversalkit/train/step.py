@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from reversalkit.train.config import TrainConfig, TrainResult
+from reversalkit.train.cpu_ops import fused_cpu_ops
 from reversalkit.train.optim import build_optimizer, clip_and_norm, lr_at, set_lr
 
 StepFn = Callable[[Sequence[Sequence[int]]], dict[str, float]]
@@ -136,25 +137,26 @@ def run_steps(model, steps: Sequence[Sequence[Sequence[int]]], step_fn: StepFn, 
     result = TrainResult()
     start = time.perf_counter()
     bar = tqdm(total=len(steps), desc=desc, disable=not progress, leave=False)
-    for step, micro_batches in enumerate(steps):
-        t0 = time.perf_counter()
-        lr = lr_at(step, len(steps), cfg)
-        set_lr(optimizer, lr)
-        optimizer.zero_grad(set_to_none=True)
-        stats = step_fn(micro_batches)
-        grad_norm = clip_and_norm(model, cfg.max_grad_norm)
-        optimizer.step()
-        result.losses.append(float(stats["loss"]))
-        result.tokens.append(int(stats["tokens"]))
-        result.lrs.append(lr)
-        result.grad_norms.append(grad_norm)
-        result.step_times.append(time.perf_counter() - t0)
-        for key in ("chosen_rewards", "rejected_rewards", "reward_accuracy", "nll"):
-            if key in stats:
-                getattr(result, key).append(float(stats[key]))
-        bar.update(1)
-        bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
-        _emit(log, {"step": step, **stats, "lr": lr, "grad_norm": grad_norm})
+    with fused_cpu_ops(model):  # one-pass RMSNorm / SwiGLU on float32 CPU
+        for step, micro_batches in enumerate(steps):
+            t0 = time.perf_counter()
+            lr = lr_at(step, len(steps), cfg)
+            set_lr(optimizer, lr)
+            optimizer.zero_grad(set_to_none=True)
+            stats = step_fn(micro_batches)
+            grad_norm = clip_and_norm(model, cfg.max_grad_norm)
+            optimizer.step()
+            result.losses.append(float(stats["loss"]))
+            result.tokens.append(int(stats["tokens"]))
+            result.lrs.append(lr)
+            result.grad_norms.append(grad_norm)
+            result.step_times.append(time.perf_counter() - t0)
+            for key in ("chosen_rewards", "rejected_rewards", "reward_accuracy", "nll"):
+                if key in stats:
+                    getattr(result, key).append(float(stats[key]))
+            bar.update(1)
+            bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
+            _emit(log, {"step": step, **stats, "lr": lr, "grad_norm": grad_norm})
     bar.close()
     optimizer.zero_grad(set_to_none=True)
     model.train(was_training)

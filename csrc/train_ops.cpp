@@ -1,0 +1,316 @@
+// Training-time RMSNorm and SwiGLU, forward and backward (see train_ops.h).
+#include "train_ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "parallel.h"
+#include "simd_math.h"
+
+namespace reversalkit {
+
+namespace {
+
+// sum_j x_j^2 and, for the backward, sum_j w_j dy_j x_j over a row, in double.
+double sum_squares_scalar(const float* x, int64_t H) {
+    double ss = 0.0;
+    for (int64_t j = 0; j < H; ++j) ss += static_cast<double>(x[j]) * x[j];
+    return ss;
+}
+
+void rms_norm_row_scalar(const float* x, const float* w, float* y, int64_t H, double inv) {
+    for (int64_t j = 0; j < H; ++j) y[j] = static_cast<float>(w[j] * (x[j] * inv));
+}
+
+// One backward row: returns s = sum_j w_j dy_j x_j and adds dy_j x_j inv into dw.
+double rms_grad_sums_scalar(const float* dy, const float* x, const float* w, double inv, double* dw, int64_t H) {
+    double s = 0.0;
+    for (int64_t j = 0; j < H; ++j) {
+        const double dyx = static_cast<double>(dy[j]) * x[j];
+        s += w[j] * dyx;
+        dw[j] += dyx * inv;
+    }
+    return s;
+}
+
+void rms_grad_row_scalar(const float* dy, const float* x, const float* w, float* dx, double inv, double c,
+                         int64_t H) {
+    for (int64_t j = 0; j < H; ++j) dx[j] = static_cast<float>(inv * w[j] * dy[j] - c * x[j]);
+}
+
+#ifdef RK_X86
+__attribute__((target("avx2,fma"))) inline double hsum_pd(__m256d v) {
+    __m128d x = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(x, _mm_unpackhi_pd(x, x)));
+}
+
+__attribute__((target("avx2,fma"))) double sum_squares_avx2(const float* x, int64_t H) {
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+    int64_t j = 0;
+    for (; j + 8 <= H; j += 8) {
+        const __m256 v = _mm256_loadu_ps(x + j);
+        const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+        a0 = _mm256_fmadd_pd(lo, lo, a0);
+        a1 = _mm256_fmadd_pd(hi, hi, a1);
+    }
+    return hsum_pd(_mm256_add_pd(a0, a1)) + sum_squares_scalar(x + j, H - j);
+}
+
+// y = w * (x * inv): the product x * inv in double, rounded once after the weight, as the scalar path.
+__attribute__((target("avx2,fma"))) void rms_norm_row_avx2(const float* x, const float* w, float* y, int64_t H,
+                                                           double inv) {
+    const __m256d iv = _mm256_set1_pd(inv);
+    int64_t j = 0;
+    for (; j + 4 <= H; j += 4) {
+        const __m256d xv = _mm256_cvtps_pd(_mm_loadu_ps(x + j)), wv = _mm256_cvtps_pd(_mm_loadu_ps(w + j));
+        _mm_storeu_ps(y + j, _mm256_cvtpd_ps(_mm256_mul_pd(wv, _mm256_mul_pd(xv, iv))));
+    }
+    rms_norm_row_scalar(x + j, w + j, y + j, H - j, inv);
+}
+
+__attribute__((target("avx2,fma"))) double rms_grad_sums_avx2(const float* dy, const float* x, const float* w,
+                                                              double inv, double* dw, int64_t H) {
+    const __m256d iv = _mm256_set1_pd(inv);
+    __m256d acc = _mm256_setzero_pd();
+    int64_t j = 0;
+    for (; j + 4 <= H; j += 4) {
+        const __m256d dyx = _mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(dy + j)), _mm256_cvtps_pd(_mm_loadu_ps(x + j)));
+        acc = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm_loadu_ps(w + j)), dyx, acc);
+        _mm256_storeu_pd(dw + j, _mm256_fmadd_pd(dyx, iv, _mm256_loadu_pd(dw + j)));
+    }
+    return hsum_pd(acc) + rms_grad_sums_scalar(dy + j, x + j, w + j, inv, dw + j, H - j);
+}
+
+__attribute__((target("avx2,fma"))) void rms_grad_row_avx2(const float* dy, const float* x, const float* w,
+                                                           float* dx, double inv, double c, int64_t H) {
+    const __m256d iv = _mm256_set1_pd(inv), cv = _mm256_set1_pd(c);
+    int64_t j = 0;
+    for (; j + 4 <= H; j += 4) {
+        const __m256d wdy = _mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(w + j)), _mm256_cvtps_pd(_mm_loadu_ps(dy + j)));
+        const __m256d r = _mm256_fnmadd_pd(cv, _mm256_cvtps_pd(_mm_loadu_ps(x + j)), _mm256_mul_pd(iv, wdy));
+        _mm_storeu_ps(dx + j, _mm256_cvtpd_ps(r));
+    }
+    rms_grad_row_scalar(dy + j, x + j, w + j, dx + j, inv, c, H - j);
+}
+#endif
+
+}  // namespace
+
+void rms_norm_train_forward(const RmsNormTrainArgs& a, int64_t r0, int64_t r1) {
+    const int64_t H = a.H;
+#ifdef RK_X86
+    const bool avx2 = cpu_has_avx2_fma();
+#else
+    const bool avx2 = false;
+#endif
+    for (int64_t r = r0; r < r1; ++r) {
+        const float* x = a.x + r * H;
+        float* y = a.y + r * H;
+#ifdef RK_X86
+        const double ss = avx2 ? sum_squares_avx2(x, H) : sum_squares_scalar(x, H);
+#else
+        const double ss = sum_squares_scalar(x, H);
+#endif
+        const double inv = 1.0 / std::sqrt(ss / static_cast<double>(H) + a.eps);
+        a.rstd[r] = static_cast<float>(inv);
+        const double inv_f = a.rstd[r];  // the backward sees the stored float: use the same value here
+#ifdef RK_X86
+        if (avx2) {
+            rms_norm_row_avx2(x, a.w, y, H, inv_f);
+            continue;
+        }
+#endif
+        (void)avx2;
+        rms_norm_row_scalar(x, a.w, y, H, inv_f);
+    }
+}
+
+// y_j = w_j x_j r with r = (sum_k x_k^2 / H + eps)^(-1/2), so
+// dx_i = r w_i dy_i - x_i r^3 / H * sum_j w_j dy_j x_j  and  dw_j = sum_rows dy_j x_j r.
+void rms_norm_train_backward(const RmsNormGradArgs& a, int64_t r0, int64_t r1, double* dw) {
+    const int64_t H = a.H;
+#ifdef RK_X86
+    const bool avx2 = cpu_has_avx2_fma();
+#endif
+    for (int64_t r = r0; r < r1; ++r) {
+        const float* dy = a.dy + r * H;
+        const float* x = a.x + r * H;
+        float* dx = a.dx + r * H;
+        const double inv = a.rstd[r];
+#ifdef RK_X86
+        if (avx2) {
+            const double s = rms_grad_sums_avx2(dy, x, a.w, inv, dw, H);
+            rms_grad_row_avx2(dy, x, a.w, dx, inv, inv * inv * inv * s / static_cast<double>(H), H);
+            continue;
+        }
+#endif
+        const double s = rms_grad_sums_scalar(dy, x, a.w, inv, dw, H);
+        rms_grad_row_scalar(dy, x, a.w, dx, inv, inv * inv * inv * s / static_cast<double>(H), H);
+    }
+}
+
+namespace {
+
+inline float sigmoid_scalar(float g) {
+    const float e = std::exp(-std::fabs(g));  // in (0, 1]: no overflow for any g
+    return (g >= 0.f ? 1.f : e) / (1.f + e);
+}
+
+#ifdef RK_X86
+__attribute__((target("avx2,fma"))) inline __m256 sigmoid8(__m256 g) {
+    const __m256 neg_abs = _mm256_or_ps(g, _mm256_set1_ps(-0.f));  // -|g|
+    const __m256 e = exp_nonpositive(neg_abs);
+    const __m256 num = _mm256_blendv_ps(_mm256_set1_ps(1.f), e, g);  // sign bit of g set: e
+    return _mm256_div_ps(num, _mm256_add_ps(_mm256_set1_ps(1.f), e));
+}
+
+__attribute__((target("avx2,fma"))) void swiglu_forward_avx2(const float* g, const float* u, float* y, int64_t i0,
+                                                             int64_t i1) {
+    int64_t i = i0;
+    for (; i + 8 <= i1; i += 8) {
+        const __m256 gv = _mm256_loadu_ps(g + i);
+        const __m256 silu = _mm256_mul_ps(gv, sigmoid8(gv));
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(silu, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < i1; ++i) y[i] = g[i] * sigmoid_scalar(g[i]) * u[i];
+}
+
+__attribute__((target("avx2,fma"))) void swiglu_backward_avx2(const float* dy, const float* g, const float* u,
+                                                              float* dg, float* du, int64_t i0, int64_t i1) {
+    const __m256 one = _mm256_set1_ps(1.f);
+    int64_t i = i0;
+    for (; i + 8 <= i1; i += 8) {
+        const __m256 gv = _mm256_loadu_ps(g + i);
+        const __m256 dyv = _mm256_loadu_ps(dy + i);
+        const __m256 s = sigmoid8(gv);
+        _mm256_storeu_ps(du + i, _mm256_mul_ps(dyv, _mm256_mul_ps(gv, s)));
+        // silu'(g) = s * (1 + g * (1 - s))
+        const __m256 d = _mm256_mul_ps(s, _mm256_fmadd_ps(gv, _mm256_sub_ps(one, s), one));
+        _mm256_storeu_ps(dg + i, _mm256_mul_ps(_mm256_mul_ps(dyv, _mm256_loadu_ps(u + i)), d));
+    }
+    for (; i < i1; ++i) {
+        const float s = sigmoid_scalar(g[i]);
+        du[i] = dy[i] * (g[i] * s);
+        dg[i] = dy[i] * u[i] * (s * (1.f + g[i] * (1.f - s)));
+    }
+}
+#endif
+
+}  // namespace
+
+void swiglu_forward(const float* g, const float* u, float* y, int64_t i0, int64_t i1) {
+#ifdef RK_X86
+    if (cpu_has_avx2_fma()) return swiglu_forward_avx2(g, u, y, i0, i1);
+#endif
+    for (int64_t i = i0; i < i1; ++i) y[i] = g[i] * sigmoid_scalar(g[i]) * u[i];
+}
+
+void swiglu_backward(const float* dy, const float* g, const float* u, float* dg, float* du, int64_t i0,
+                     int64_t i1) {
+#ifdef RK_X86
+    if (cpu_has_avx2_fma()) return swiglu_backward_avx2(dy, g, u, dg, du, i0, i1);
+#endif
+    for (int64_t i = i0; i < i1; ++i) {
+        const float s = sigmoid_scalar(g[i]);
+        du[i] = dy[i] * (g[i] * s);
+        dg[i] = dy[i] * u[i] * (s * (1.f + g[i] * (1.f - s)));
+    }
+}
+
+}  // namespace reversalkit
+
+// ---- Python bindings (declared in bindings.cpp) ----
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+namespace {
+
+// Threads for n units of work: at most num_threads, and none with less than min_units each.
+int64_t threads_for(int64_t n, int64_t num_threads, int64_t min_units) {
+    return std::max<int64_t>(1, std::min<int64_t>(num_threads, n / std::max<int64_t>(min_units, 1)));
+}
+
+void check_rows(const char* name, int64_t rows, int64_t H) {
+    if (rows < 0 || H <= 0)
+        throw std::invalid_argument(std::string(name) + ": bad shape rows=" + std::to_string(rows) +
+                                    " H=" + std::to_string(H));
+}
+
+}  // namespace
+
+void bind_train_ops(py::module_& m) {
+    m.def(
+        "rms_norm_train_forward_f32",
+        [](uintptr_t x, uintptr_t w, uintptr_t y, uintptr_t rstd, int64_t rows, int64_t H, double eps,
+           int64_t num_threads) {
+            check_rows("rms_norm_train_forward_f32", rows, H);
+            const reversalkit::RmsNormTrainArgs a{reinterpret_cast<const float*>(x), reinterpret_cast<const float*>(w),
+                                                  reinterpret_cast<float*>(y), reinterpret_cast<float*>(rstd), H, eps};
+            py::gil_scoped_release release;
+            reversalkit::parallel_ranges(rows, threads_for(rows * H, num_threads, 1 << 15),
+                                         [&a](int64_t r0, int64_t r1) { reversalkit::rms_norm_train_forward(a, r0, r1); });
+        },
+        py::arg("x"), py::arg("w"), py::arg("y"), py::arg("rstd"), py::arg("rows"), py::arg("H"), py::arg("eps"),
+        py::arg("num_threads") = 1,
+        "RMSNorm of `rows` contiguous float32 rows of H by address: y = w * x * rstd, rstd (rows,) =\n"
+        "1 / sqrt(mean(x^2) + eps) for the backward.");
+    m.def(
+        "rms_norm_train_backward_f32",
+        [](uintptr_t dy, uintptr_t x, uintptr_t w, uintptr_t rstd, uintptr_t dx, uintptr_t dw, int64_t rows,
+           int64_t H, int64_t num_threads) {
+            check_rows("rms_norm_train_backward_f32", rows, H);
+            const reversalkit::RmsNormGradArgs a{reinterpret_cast<const float*>(dy), reinterpret_cast<const float*>(x),
+                                                 reinterpret_cast<const float*>(w),
+                                                 reinterpret_cast<const float*>(rstd), reinterpret_cast<float*>(dx), H};
+            py::gil_scoped_release release;
+            const int64_t T = threads_for(rows * H, num_threads, 1 << 15);
+            std::vector<double> partial(static_cast<size_t>(T * H), 0.0);  // one d weight per range
+            reversalkit::parallel_ranges_indexed(rows, T, [&](int64_t k, int64_t r0, int64_t r1) {
+                reversalkit::rms_norm_train_backward(a, r0, r1, partial.data() + k * H);
+            });
+            float* out = reinterpret_cast<float*>(dw);
+            for (int64_t j = 0; j < H; ++j) {
+                double s = 0.0;
+                for (int64_t t = 0; t < T; ++t) s += partial[static_cast<size_t>(t * H + j)];
+                out[j] = static_cast<float>(s);
+            }
+        },
+        py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("rstd"), py::arg("dx"), py::arg("dw"), py::arg("rows"),
+        py::arg("H"), py::arg("num_threads") = 1,
+        "Backward of rms_norm_train_forward_f32 by address: dx (rows, H) and dw (H,), float32.");
+    m.def(
+        "swiglu_forward_f32",
+        [](uintptr_t g, uintptr_t u, uintptr_t y, int64_t n, int64_t num_threads) {
+            if (n < 0) throw std::invalid_argument("swiglu_forward_f32: n < 0");
+            const float* gp = reinterpret_cast<const float*>(g);
+            const float* up = reinterpret_cast<const float*>(u);
+            float* yp = reinterpret_cast<float*>(y);
+            py::gil_scoped_release release;
+            reversalkit::parallel_ranges(n, threads_for(n, num_threads, 1 << 15), [&](int64_t i0, int64_t i1) {
+                reversalkit::swiglu_forward(gp, up, yp, i0, i1);
+            });
+        },
+        py::arg("g"), py::arg("u"), py::arg("y"), py::arg("n"), py::arg("num_threads") = 1,
+        "y = silu(g) * u over n contiguous float32 elements, by address.");
+    m.def(
+        "swiglu_backward_f32",
+        [](uintptr_t dy, uintptr_t g, uintptr_t u, uintptr_t dg, uintptr_t du, int64_t n, int64_t num_threads) {
+            if (n < 0) throw std::invalid_argument("swiglu_backward_f32: n < 0");
+            const float* dyp = reinterpret_cast<const float*>(dy);
+            const float* gp = reinterpret_cast<const float*>(g);
+            const float* up = reinterpret_cast<const float*>(u);
+            float* dgp = reinterpret_cast<float*>(dg);
+            float* dup = reinterpret_cast<float*>(du);
+            py::gil_scoped_release release;
+            reversalkit::parallel_ranges(n, threads_for(n, num_threads, 1 << 15), [&](int64_t i0, int64_t i1) {
+                reversalkit::swiglu_backward(dyp, gp, up, dgp, dup, i0, i1);
+            });
+        },
+        py::arg("dy"), py::arg("g"), py::arg("u"), py::arg("dg"), py::arg("du"), py::arg("n"),
+        py::arg("num_threads") = 1,
+        "Backward of swiglu_forward_f32 by address: dg = dy * u * silu'(g), du = dy * silu(g).");
+}
