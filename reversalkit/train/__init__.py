@@ -7,7 +7,7 @@
 
 Modules: `config` (TrainConfig, TrainResult), `data` (examples, tokenization, length-bucketed step
 plans), `optim` (AdamW, schedule, clipping, autocast), `step` (log-probs via the kernels, the step
-loop), `sft`, `dpo`.
+loop), `cpu_ops` (one-pass RMSNorm / SwiGLU for float32 CPU training), `sft`, `dpo`.
 """
 
 from reversalkit.train.config import TrainConfig, TrainResult
