@@ -54,37 +54,40 @@ class _DPOChunkLoss:
     """chunk_grad for `fused_rows`: per-sequence sums, the chunk's pair losses, d loss / d logp per row."""
 
     def __init__(self, seq_sorted, counts, ref_c, ref_r, chunks, cfg):
+        # Sums, references and margins in float64 (see `sequence._reduce`): the margin of two sums of
+        # hundreds of log-probs is formed before anything is rounded to float32.
         self.seq, self.counts, self.ref_c, self.ref_r = (
             seq_sorted,
-            counts.float(),
-            ref_c.float(),
-            ref_r.float(),
+            counts.double(),
+            ref_c.double(),
+            ref_r.double(),
         )
         self.pairs_of = {r0: (p0, p1) for r0, _, p0, p1 in chunks}
         self.beta, self.loss_type, self.eps, self.nll_weight, self.backend = cfg
         self.b = ref_c.shape[0]
-        self.sums = torch.zeros(2 * self.b, dtype=torch.float32, device=ref_c.device)
-        self.loss = torch.zeros((), dtype=torch.float32, device=ref_c.device)
+        self.sums = torch.zeros(2 * self.b, dtype=torch.float64, device=ref_c.device)
+        self.loss = torch.zeros((), dtype=torch.float64, device=ref_c.device)
         self.n_chosen = max(int(counts[: self.b].sum()), 1)
 
     def __call__(self, s: int, e: int, lp: torch.Tensor) -> torch.Tensor:
         b, seq = self.b, self.seq[s:e]
         p0, p1 = self.pairs_of[s]
-        self.sums.index_add_(0, seq, lp)
+        self.sums.index_add_(0, seq, lp.double())
         pc, pr, rc, rr = self.sums[p0:p1], self.sums[b + p0 : b + p1], self.ref_c[p0:p1], self.ref_r[p0:p1]
         norm_c = norm_r = torch.ones_like(pc)
         if self.loss_type == "ipo":  # length-normalised log-ratios
             norm_c, norm_r = self.counts[p0:p1].clamp(min=1), self.counts[b + p0 : b + p1].clamp(min=1)
-            pc, pr, rc, rr = pc / norm_c, pr / norm_r, rc / norm_c, rr / norm_r
-        loss, dldm = dpo_forward(pc, pr, rc, rr, self.beta, self.loss_type, self.eps, self.backend)
-        self.loss += loss.sum() / b
-        coef = torch.zeros(2 * b, dtype=torch.float32, device=lp.device)
-        coef[p0:p1] = dldm / (b * norm_c)
-        coef[b + p0 : b + p1] = -dldm / (b * norm_r)
+        margin = ((pc - rc) / norm_c - (pr - rr) / norm_r).float()  # rounded once
+        zero = torch.zeros_like(margin)
+        loss, dldm = dpo_forward(margin, zero, zero, zero, self.beta, self.loss_type, self.eps, self.backend)
+        self.loss += loss.double().sum() / b
+        coef = torch.zeros(2 * b, dtype=torch.float64, device=lp.device)
+        coef[p0:p1] = dldm.double() / (b * norm_c)
+        coef[b + p0 : b + p1] = -dldm.double() / (b * norm_r)
         g = coef[seq]  # (c,)
         if self.nll_weight:
             g = g - torch.where(seq < b, self.nll_weight / self.n_chosen, 0.0)
-        return g
+        return g.float()
 
 
 class _FusedDPOFunction(torch.autograd.Function):
@@ -118,15 +121,15 @@ class _FusedDPOFunction(torch.autograd.Function):
             unsorted[order] = grad_rows
             grad_hidden[:, :-1][completion_mask[:, 1:].bool()] = unsorted.to(hidden.dtype)
         ctx.save_for_backward(grad_hidden, grad_w)
-        sums = chunk_loss.sums
+        sums = chunk_loss.sums  # (2B,) float64
         nll = -(sums[:b].sum() / chunk_loss.n_chosen)
-        loss = chunk_loss.loss + nll_weight * nll
+        loss = (chunk_loss.loss + nll_weight * nll).float()
         outs = (
-            beta * (sums[:b] - ref_c.float()),
-            beta * (sums[b:] - ref_r.float()),
-            sums[:b].clone(),
-            sums[b:].clone(),
-            nll,
+            (beta * (sums[:b] - ref_c.double())).float(),
+            (beta * (sums[b:] - ref_r.double())).float(),
+            sums[:b].float(),
+            sums[b:].float(),
+            nll.float(),
         )
         ctx.mark_non_differentiable(*outs)
         return (loss, *outs)

@@ -39,10 +39,17 @@ def shifted_rows(hidden: torch.Tensor, input_ids: torch.Tensor, completion_mask:
 
 
 def _reduce(token_logps, seq_index, counts, b):
-    sums = torch.zeros(b, dtype=token_logps.dtype, device=token_logps.device).index_add(
-        0, seq_index, token_logps
+    """Per-sequence (sums, means) in token_logps' dtype, accumulated in float64 and rounded once.
+
+    A float32 running sum (index_add adds in order) of a few hundred log-probs of ~-10 drifts by
+    many ulps of the total, which DPO's margin of two such sums then carries into its loss and
+    gradients; the float64 sum keeps them at the rounding of the result.
+    """
+    sums = torch.zeros(b, dtype=torch.float64, device=token_logps.device).index_add(
+        0, seq_index, token_logps.double()
     )
-    return sums, sums / counts.clamp(min=1).to(sums.dtype)
+    means = sums / counts.clamp(min=1).double()
+    return sums.to(token_logps.dtype), means.to(token_logps.dtype)
 
 
 def sequence_logprobs(

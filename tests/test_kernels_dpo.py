@@ -9,6 +9,7 @@ from reversalkit.kernels import (
     dpo_loss,
     dpo_loss_reference,
     linear_dpo_loss,
+    sequence_logprobs,
     sequence_logprobs_reference,
 )
 from test_kernels_linear import make_batch
@@ -157,3 +158,39 @@ def test_linear_dpo_loss_matches_composition(loss_type, eps, nll_weight, backend
     assert abs(ker[0].item() - expect.item()) <= 8 * torch.finfo(torch.float32).eps * max(
         1.0, abs(expect.item())
     )
+
+
+@pytest.mark.parametrize("backend", ["torch"])  # the sums and margins are the same Python code for both
+def test_long_completions_keep_sums_and_margins_exact(backend):
+    """Sums of ~400 log-probs of ~-6: a float32 running sum drifts by many ulps of the total, which the
+    margin then carries into loss and gradients; the kernels sum in float64 and must stay within the
+    2x-torch rule where a float32 accumulation fails it (torch's own sum is pairwise)."""
+    hidden, weight, ids, mask = make_batch(8, 401, 16, 300, torch.float32, 5)
+    mask[-1, 3:] = 1
+    b = 4
+    gen = torch.Generator().manual_seed(6)
+    rc, rr = -2300 + 5 * torch.randn(b, generator=gen), -2300 + 5 * torch.randn(b, generator=gen)
+
+    def run(fn, h, w):
+        h, w = h.clone().requires_grad_(), w.clone().requires_grad_()
+        loss, sums = fn(h, w)
+        return (loss, sums, *torch.autograd.grad(loss, (h, w)))
+
+    oracle = lambda h, w: composed_dpo(h, w, ids, mask, rc, rr, 0.5, "sigmoid", 0.0, 0.0)  # noqa: E731
+    ref, nat = run(oracle, hidden.double(), weight.double()), run(oracle, hidden, weight)
+
+    def fused(h, w):
+        out = linear_dpo_loss(h, w, ids, mask, rc, rr, beta=0.5, backend=backend)
+        return out.loss, torch.cat([out.chosen_logps, out.rejected_logps])
+
+    def unfused(h, w):
+        sums, _ = sequence_logprobs(h, w, ids, mask, backend=backend)
+        return dpo_loss(sums[:b], sums[b:], rc, rr, beta=0.5, backend=backend)[0], sums
+
+    # The unfused loss starts from sums rounded to float32 (its interface), as torch's does, so only
+    # the fused loss, formed from float64 sums, is held to the rule.
+    for label, fn, first in (("linear_dpo_loss", fused, 0), ("sequence_logprobs + dpo_loss", unfused, 1)):
+        ker = run(fn, hidden, weight)
+        names = ("loss", "seq_logps", "grad_hidden", "grad_weight")
+        for name, k, t, r in list(zip(names, ker, nat, ref))[first:]:
+            assert_within_torch_error(f"{label}/{name}", k, t, r, torch.float32)
