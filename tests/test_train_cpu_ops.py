@@ -6,15 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 from test_kernels_logprob import assert_within_torch_error
-from transformers import (
-    LlamaConfig,
-    LlamaForCausalLM,
-    MistralConfig,
-    MistralForCausalLM,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
 
 from reversalkit._ext import has_native
 from reversalkit.train.cpu_ops import fused_cpu_ops, rms_norm, swiglu
@@ -90,14 +83,14 @@ COMMON = dict(vocab_size=61, hidden_size=40, intermediate_size=72, num_hidden_la
               num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0)
 
 
+ARCHS = {"llama": ("Llama", {}), "mistral": ("Mistral", {"sliding_window": 9}), "qwen2": ("Qwen2", {})}
+
+
 def _model(kind: str):
     torch.manual_seed(0)
-    if kind == "llama":
-        m = LlamaForCausalLM(LlamaConfig(**COMMON))
-    elif kind == "mistral":
-        m = MistralForCausalLM(MistralConfig(**COMMON, sliding_window=9))
-    else:
-        m = Qwen2ForCausalLM(Qwen2Config(**COMMON))
+    prefix, extra = ARCHS[kind]
+    config = getattr(transformers, f"{prefix}Config")(**COMMON, **extra)
+    m = getattr(transformers, f"{prefix}ForCausalLM")(config)
     with torch.no_grad():  # norms start at 1 in transformers: make their weights matter
         for name, p in m.named_parameters():
             if "norm" in name:
