@@ -23,7 +23,8 @@ from collections.abc import Callable
 
 import torch
 
-from benchmarks._kernel_common import bench_main, builders, gemm_floor
+from benchmarks._kernel_common import bench_main, builders
+from benchmarks.floor import gemm_floor
 
 SHAPES = {"full": dict(b=4, t=513, h=1024, v=32000), "quick": dict(b=2, t=129, h=256, v=8000)}
 BETA = 0.1

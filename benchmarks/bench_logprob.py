@@ -26,7 +26,8 @@ from collections.abc import Callable
 
 import torch
 
-from benchmarks._kernel_common import bench_main, builders, gemm_floor
+from benchmarks._kernel_common import bench_main, builders
+from benchmarks.floor import gemm_floor
 
 SHAPES = {"full": dict(n=4096, h=1024, v=32000), "quick": dict(n=512, h=256, v=8000)}
 SEQ_LEN = 512  # Liger's chunked losses take (B, T, H); N tokens are viewed as N / 512 sequences

@@ -1,13 +1,17 @@
 """The benchmarks' gemm-floor yardstick runs exactly the three lm_head GEMMs it stands for."""
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import torch
 
-# The suite also runs from outside the repository (nox), where `benchmarks` is not on the path.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._kernel_common import gemm_floor  # noqa: E402
+# By path: the suite also runs from outside the repository (nox), where `benchmarks` is no package
+# (and putting the repository on sys.path would shadow the installed reversalkit).
+_spec = importlib.util.spec_from_file_location(
+    "rk_bench_floor", Path(__file__).resolve().parents[1] / "benchmarks" / "floor.py")
+_floor = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_floor)
+gemm_floor = _floor.gemm_floor
 
 
 def test_gemm_floor_computes_logits_and_both_products_chunk_by_chunk():
