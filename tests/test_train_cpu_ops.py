@@ -72,6 +72,24 @@ def test_rms_norm_splits_rows_over_threads():
         torch.set_num_threads(before)
 
 
+def test_other_dtypes_and_devices_are_refused_with_the_way_out():
+    with pytest.raises(ValueError, match="float32 CPU tensors, got torch.bfloat16"):
+        swiglu(torch.zeros(2, 3, dtype=torch.bfloat16), torch.zeros(2, 3, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="float32 CPU tensors, got torch.float64"):
+        rms_norm(torch.zeros(2, 3, dtype=torch.float64), torch.ones(3), 1e-6)
+
+
+def test_mlp_under_cpu_autocast_takes_the_models_path():
+    """Autocast makes the gate/up projections bf16 from float32 input: those must not reach the kernel."""
+    model = _model("llama")
+    ids = torch.randint(1, 61, (2, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        hf = model(input_ids=ids).logits
+        with fused_cpu_ops(model):
+            fused = model(input_ids=ids).logits
+    torch.testing.assert_close(fused, hf, rtol=2e-2, atol=2e-2)
+
+
 def test_shape_mismatches_name_the_shapes():
     with pytest.raises(ValueError, match=r"weight \(4,\) does not match"):
         rms_norm(torch.zeros(2, 3), torch.ones(4), 1e-6)

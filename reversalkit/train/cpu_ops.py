@@ -81,8 +81,18 @@ class SwiGLUFunction(torch.autograd.Function):
         return dg, du
 
 
+def _require_fit(op: str, *tensors: torch.Tensor) -> None:
+    if native() is None:
+        raise RuntimeError(f"{op} needs reversalkit._C; reinstall with `pip install -e .` to build it")
+    for t in tensors:
+        if t.device.type != "cpu" or t.dtype != torch.float32:
+            raise ValueError(f"{op} takes float32 CPU tensors, got {t.dtype} on {t.device}; "
+                             "use the model's own ops elsewhere (fused_cpu_ops does this itself)")
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """weight * x / sqrt(mean(x^2, -1) + eps) for float32 CPU tensors, with gradients for both."""
+    _require_fit("rms_norm", x, weight)
     if x.shape[-1:] != weight.shape:
         raise ValueError(f"rms_norm: weight {tuple(weight.shape)} does not match the last dim of x "
                          f"{tuple(x.shape)}")
@@ -91,6 +101,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """silu(gate) * up for float32 CPU tensors of one shape, with gradients for both."""
+    _require_fit("swiglu", gate, up)
     if gate.shape != up.shape:
         raise ValueError(f"swiglu: gate {tuple(gate.shape)} and up {tuple(up.shape)} differ in shape")
     return SwiGLUFunction.apply(gate, up)
@@ -103,9 +114,10 @@ def _rmsnorm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
 
 
 def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
-    if not _fits(x, self.gate_proj.weight):
-        return type(self).forward(self, x)
-    return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
+    gate, up = self.gate_proj(x), self.up_proj(x)  # autocast may make these bf16 from float32 x
+    if _fits(gate, up):
+        return self.down_proj(swiglu(gate, up))
+    return self.down_proj(self.act_fn(gate) * up)
 
 
 def _is_silu(module) -> bool:
