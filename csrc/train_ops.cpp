@@ -14,7 +14,7 @@ namespace reversalkit {
 
 namespace {
 
-// sum_j x_j^2 and, for the backward, sum_j w_j dy_j x_j over a row, in double.
+// sum_j x_j^2 over a row, in double.
 double sum_squares_scalar(const float* x, int64_t H) {
     double ss = 0.0;
     for (int64_t j = 0; j < H; ++j) ss += static_cast<double>(x[j]) * x[j];
@@ -97,58 +97,45 @@ __attribute__((target("avx2,fma"))) void rms_grad_row_avx2(const float* dy, cons
 }
 #endif
 
+// The per-row loops of one CPU: AVX2/FMA where the CPU has it, the scalar ones otherwise.
+struct RmsRowOps {
+    double (*sum_squares)(const float*, int64_t);
+    void (*norm_row)(const float*, const float*, float*, int64_t, double);
+    double (*grad_sums)(const float*, const float*, const float*, double, double*, int64_t);
+    void (*grad_row)(const float*, const float*, const float*, float*, double, double, int64_t);
+};
+
+RmsRowOps rms_row_ops() {
+#ifdef RK_X86
+    if (cpu_has_avx2_fma()) return {sum_squares_avx2, rms_norm_row_avx2, rms_grad_sums_avx2, rms_grad_row_avx2};
+#endif
+    return {sum_squares_scalar, rms_norm_row_scalar, rms_grad_sums_scalar, rms_grad_row_scalar};
+}
+
 }  // namespace
 
 void rms_norm_train_forward(const RmsNormTrainArgs& a, int64_t r0, int64_t r1) {
+    const RmsRowOps ops = rms_row_ops();
     const int64_t H = a.H;
-#ifdef RK_X86
-    const bool avx2 = cpu_has_avx2_fma();
-#else
-    const bool avx2 = false;
-#endif
     for (int64_t r = r0; r < r1; ++r) {
         const float* x = a.x + r * H;
-        float* y = a.y + r * H;
-#ifdef RK_X86
-        const double ss = avx2 ? sum_squares_avx2(x, H) : sum_squares_scalar(x, H);
-#else
-        const double ss = sum_squares_scalar(x, H);
-#endif
-        const double inv = 1.0 / std::sqrt(ss / static_cast<double>(H) + a.eps);
-        a.rstd[r] = static_cast<float>(inv);
-        const double inv_f = a.rstd[r];  // the backward sees the stored float: use the same value here
-#ifdef RK_X86
-        if (avx2) {
-            rms_norm_row_avx2(x, a.w, y, H, inv_f);
-            continue;
-        }
-#endif
-        (void)avx2;
-        rms_norm_row_scalar(x, a.w, y, H, inv_f);
+        const double ss = ops.sum_squares(x, H);
+        a.rstd[r] = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(H) + a.eps));
+        ops.norm_row(x, a.w, a.y + r * H, H, a.rstd[r]);  // the stored float, as the backward sees it
     }
 }
 
 // y_j = w_j x_j r with r = (sum_k x_k^2 / H + eps)^(-1/2), so
 // dx_i = r w_i dy_i - x_i r^3 / H * sum_j w_j dy_j x_j  and  dw_j = sum_rows dy_j x_j r.
 void rms_norm_train_backward(const RmsNormGradArgs& a, int64_t r0, int64_t r1, double* dw) {
+    const RmsRowOps ops = rms_row_ops();
     const int64_t H = a.H;
-#ifdef RK_X86
-    const bool avx2 = cpu_has_avx2_fma();
-#endif
     for (int64_t r = r0; r < r1; ++r) {
         const float* dy = a.dy + r * H;
         const float* x = a.x + r * H;
-        float* dx = a.dx + r * H;
         const double inv = a.rstd[r];
-#ifdef RK_X86
-        if (avx2) {
-            const double s = rms_grad_sums_avx2(dy, x, a.w, inv, dw, H);
-            rms_grad_row_avx2(dy, x, a.w, dx, inv, inv * inv * inv * s / static_cast<double>(H), H);
-            continue;
-        }
-#endif
-        const double s = rms_grad_sums_scalar(dy, x, a.w, inv, dw, H);
-        rms_grad_row_scalar(dy, x, a.w, dx, inv, inv * inv * inv * s / static_cast<double>(H), H);
+        const double s = ops.grad_sums(dy, x, a.w, inv, dw, H);
+        ops.grad_row(dy, x, a.w, a.dx + r * H, inv, inv * inv * inv * s / static_cast<double>(H), H);
     }
 }
 
@@ -157,6 +144,20 @@ namespace {
 inline float sigmoid_scalar(float g) {
     const float e = std::exp(-std::fabs(g));  // in (0, 1]: no overflow for any g
     return (g >= 0.f ? 1.f : e) / (1.f + e);
+}
+
+void swiglu_forward_scalar(const float* g, const float* u, float* y, int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) y[i] = g[i] * sigmoid_scalar(g[i]) * u[i];
+}
+
+// silu'(g) = s * (1 + g * (1 - s)) with s = sigmoid(g)
+void swiglu_backward_scalar(const float* dy, const float* g, const float* u, float* dg, float* du, int64_t i0,
+                            int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+        const float s = sigmoid_scalar(g[i]);
+        du[i] = dy[i] * (g[i] * s);
+        dg[i] = dy[i] * u[i] * (s * (1.f + g[i] * (1.f - s)));
+    }
 }
 
 #ifdef RK_X86
@@ -175,7 +176,7 @@ __attribute__((target("avx2,fma"))) void swiglu_forward_avx2(const float* g, con
         const __m256 silu = _mm256_mul_ps(gv, sigmoid8(gv));
         _mm256_storeu_ps(y + i, _mm256_mul_ps(silu, _mm256_loadu_ps(u + i)));
     }
-    for (; i < i1; ++i) y[i] = g[i] * sigmoid_scalar(g[i]) * u[i];
+    swiglu_forward_scalar(g, u, y, i, i1);
 }
 
 __attribute__((target("avx2,fma"))) void swiglu_backward_avx2(const float* dy, const float* g, const float* u,
@@ -187,15 +188,10 @@ __attribute__((target("avx2,fma"))) void swiglu_backward_avx2(const float* dy, c
         const __m256 dyv = _mm256_loadu_ps(dy + i);
         const __m256 s = sigmoid8(gv);
         _mm256_storeu_ps(du + i, _mm256_mul_ps(dyv, _mm256_mul_ps(gv, s)));
-        // silu'(g) = s * (1 + g * (1 - s))
         const __m256 d = _mm256_mul_ps(s, _mm256_fmadd_ps(gv, _mm256_sub_ps(one, s), one));
         _mm256_storeu_ps(dg + i, _mm256_mul_ps(_mm256_mul_ps(dyv, _mm256_loadu_ps(u + i)), d));
     }
-    for (; i < i1; ++i) {
-        const float s = sigmoid_scalar(g[i]);
-        du[i] = dy[i] * (g[i] * s);
-        dg[i] = dy[i] * u[i] * (s * (1.f + g[i] * (1.f - s)));
-    }
+    swiglu_backward_scalar(dy, g, u, dg, du, i, i1);
 }
 #endif
 
@@ -205,7 +201,7 @@ void swiglu_forward(const float* g, const float* u, float* y, int64_t i0, int64_
 #ifdef RK_X86
     if (cpu_has_avx2_fma()) return swiglu_forward_avx2(g, u, y, i0, i1);
 #endif
-    for (int64_t i = i0; i < i1; ++i) y[i] = g[i] * sigmoid_scalar(g[i]) * u[i];
+    swiglu_forward_scalar(g, u, y, i0, i1);
 }
 
 void swiglu_backward(const float* dy, const float* g, const float* u, float* dg, float* du, int64_t i0,
@@ -213,11 +209,7 @@ void swiglu_backward(const float* dy, const float* g, const float* u, float* dg,
 #ifdef RK_X86
     if (cpu_has_avx2_fma()) return swiglu_backward_avx2(dy, g, u, dg, du, i0, i1);
 #endif
-    for (int64_t i = i0; i < i1; ++i) {
-        const float s = sigmoid_scalar(g[i]);
-        du[i] = dy[i] * (g[i] * s);
-        dg[i] = dy[i] * u[i] * (s * (1.f + g[i] * (1.f - s)));
-    }
+    swiglu_backward_scalar(dy, g, u, dg, du, i0, i1);
 }
 
 }  // namespace reversalkit

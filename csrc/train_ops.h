@@ -1,8 +1,7 @@
 // Training-time elementwise ops of Llama-family decoders, forward and backward, on contiguous
 // float32 rows: RMSNorm (weight * x / rms(x)) and SwiGLU's gate (silu(g) * u). Each is one pass
 // over its inputs where autograd runs 5-10 separate torch ops. Plain C++17 on raw buffers; the
-// SwiGLU loops use AVX2/FMA when the CPU has them (runtime dispatch), RMSNorm is scalar (its rows
-// are short next to a GEMM's work). Reductions accumulate in double.
+// loops use AVX2/FMA when the CPU has them (runtime dispatch). Reductions accumulate in double.
 #pragma once
 
 #include <cstdint>

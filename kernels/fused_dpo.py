@@ -78,7 +78,7 @@ class _DPOChunkLoss:
         if self.loss_type == "ipo":  # length-normalised log-ratios
             norm_c, norm_r = self.counts[p0:p1].clamp(min=1), self.counts[b + p0 : b + p1].clamp(min=1)
         margin = ((pc - rc) / norm_c - (pr - rr) / norm_r).float()  # rounded once
-        zero = torch.zeros_like(margin)
+        zero = torch.zeros_like(margin)  # dpo_forward forms (pc - rc) - (pr - rr): the margin goes in whole
         loss, dldm = dpo_forward(margin, zero, zero, zero, self.beta, self.loss_type, self.eps, self.backend)
         self.loss += loss.double().sum() / b
         coef = torch.zeros(2 * b, dtype=torch.float64, device=lp.device)
