@@ -123,8 +123,16 @@ class StudyConfig(Config):
                                           "batches pad more and run ~15% slower, 256 on a GPU)")
     diversity_max_problems: int | None = option(None, "compute diversity on the first N test problems "
                                                 "(None = all)")
+    diversity_group_size: int = option(4, "k: diversity within the correct and within the incorrect "
+                                       "samples of a problem is scored on exactly k of them, the k with "
+                                       "the lowest sample indices (distinct-n and distinct equations "
+                                       "fall with group size, so groups must match); problems with "
+                                       "fewer are not scored. Capped at a test set's samples per "
+                                       "problem (eval_samples / ood_eval_samples), so every iterate of "
+                                       "a study scores groups of one size; must be >= 2")
     sbert_max_problems: int | None = option(None, "SBERT diversity (the costly one: a sentence encoder "
-                                            "pass over every text) on the first N of those (None = all)")
+                                            "pass over every text) on the first N problems, in test-set "
+                                            "order, that have k samples of the label (None = all)")
     level_key: str = option("level", "problem.meta key holding a difficulty level (per-level accuracy "
                             "and group disparity); ignored when problems have none")
     bootstrap: int = option(1000, "bootstrap resamples for confidence intervals (0 = none)")
@@ -166,6 +174,8 @@ class StudyConfig(Config):
                      "diversity_max_problems", "sample_size", "sbert_max_problems", "sbert_batch_size"):
             v = getattr(self, name)
             check(v is None or v >= 1, f"{name} must be >= 1 or None (no limit), got {v}")
+        check(self.diversity_group_size >= 2, f"diversity_group_size must be >= 2 (one text has no "
+              f"diversity), got {self.diversity_group_size}")
         check(self.beta > 0, f"beta must be > 0, got {self.beta}")
         check(self.loss_type in LOSS_TYPES, f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         check(self.nll_weight >= 0, f"nll_weight must be >= 0, got {self.nll_weight}")
