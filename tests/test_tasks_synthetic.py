@@ -11,7 +11,7 @@ from reversalkit.tasks import extract, get_task
 from reversalkit.tasks.synthetic import TOKEN_PATTERN, SyntheticConfig, number_tokens, vocabulary
 from reversalkit.tasks.synthetic_gen import verify_solution
 
-SIZES = {"train_size": 300, "test_size": 100, "ood_size": 100}
+SIZES = {"train_size": 300, "dev_size": 60, "test_size": 100, "ood_size": 100}
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def task():
 
 
 def _all(task):
-    return {split: task.load(split) for split in ("train", "test", "test_ood")}
+    return {split: task.load(split) for split in ("train", "dev", "test", "test_ood")}
 
 
 def test_deterministic_from_seed(task):
@@ -35,10 +35,12 @@ def test_deterministic_from_seed(task):
 
 def test_sizes_and_disjoint_splits(task):
     splits = _all(task)
-    assert {k: len(v) for k, v in splits.items()} == {"train": 300, "test": 100, "test_ood": 100}
+    assert {k: len(v) for k, v in splits.items()} == {"train": 300, "dev": 60, "test": 100, "test_ood": 100}
     prompts = {k: {p.prompt for p in v} for k, v in splits.items()}
     assert all(len(prompts[k]) == len(splits[k]) for k in splits)  # no duplicates within a split
-    assert not prompts["train"] & prompts["test"] and not prompts["train"] & prompts["test_ood"]
+    for a, b in (("train", "dev"), ("train", "test"), ("dev", "test"), ("train", "test_ood"),
+                 ("dev", "test_ood")):
+        assert not prompts[a] & prompts[b], (a, b)
     with pytest.raises(ValueError, match="unknown split"):
         task.load("validation")
 
@@ -58,7 +60,7 @@ def test_answers_verified_by_evaluating_equations(task):
 
 def test_step_counts_per_split(task):
     splits = _all(task)
-    for split, allowed in (("train", {2, 3}), ("test", {2, 3}), ("test_ood", {4, 5})):
+    for split, allowed in (("train", {2, 3}), ("dev", {2, 3}), ("test", {2, 3}), ("test_ood", {4, 5})):
         steps = Counter(len(extract.annotations(p.solution)) for p in splits[split])
         assert set(steps) == allowed, (split, steps)
         assert set(steps) == {p.meta["steps"] for p in splits[split]}

@@ -5,8 +5,9 @@ in each . Mia gives 5 pens to Leo . How many pens does Mia have now ?") with GSM
 solutions (`3 * 7 = <<3*7=21>>21`, last line `#### 28`). Every problem carries several distinct
 valid solutions in `meta["solutions"]` (`solution` is the canonical one), so solution diversity
 is real and can collapse. Splits, all deterministic from `seed`:
-- `train` and `test`: 2-3 steps (in-distribution); a hash of the problem text assigns each
-  problem to one of them, so they never share a problem;
+- `train`, `dev` and `test`: 2-3 steps (in-distribution); a hash of the problem text assigns each
+  problem to one of them, so they never share a problem. `dev` is the validation split recipes
+  and defaults are chosen on (`benchmarks/sweep_recipe.py`); `test` only reports;
 - `test_ood`: 4-5 steps, larger numbers (still 0..999; `ood_numbers="id"` keeps train's ranges)
   and held-out problem phrasings.
 Numbers anywhere are integers in 0..999 and the word vocabulary is closed (`vocabulary()`), as
@@ -29,16 +30,19 @@ from reversalkit.tasks.base import Problem, PromptedTask
 from reversalkit.tasks.synthetic_gen import ID_RANGES, OOD_RANGES, problem_text, sample_story, verify_solution
 from reversalkit.tasks.synthetic_solutions import solutions
 
-SPLITS = ("train", "test", "test_ood")
+SPLITS = ("train", "dev", "test", "test_ood")
 # Numbers 0-999 as whole tokens, words, and every other character on its own.
 TOKEN_PATTERN = r"\d+|[A-Za-z]+|[^\sA-Za-z\d]"
-_TEST_BUCKETS = 5  # 1 in 5 in-distribution problem texts belongs to test, the rest to train
+# In-distribution problem texts hash into 5 buckets: bucket 0 is test, bucket 1 dev, the rest train.
+_BUCKETS = 5
+_SPLIT_BUCKET = {"test": 0, "dev": 1}
 
 
 @dataclasses.dataclass
 class SyntheticConfig(Config):
     seed: int = option(0, "generator seed; the same seed gives the same splits and solutions")
     train_size: int = option(2000, "problems in the train split")
+    dev_size: int = option(200, "problems in the in-distribution dev (validation) split")
     test_size: int = option(500, "problems in the in-distribution test split")
     ood_size: int = option(500, "problems in the out-of-distribution test split")
     id_steps: tuple[int, ...] = option((2, 3), "equations per canonical solution in train/test")
@@ -50,7 +54,7 @@ class SyntheticConfig(Config):
     shot_seed: int = option(0, "seed that draws the k exemplars")
 
     def __post_init__(self):
-        for name in ("train_size", "test_size", "ood_size"):
+        for name in ("train_size", "dev_size", "test_size", "ood_size"):
             check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("id_steps", "ood_steps"):
             steps = tuple(getattr(self, name))
@@ -63,7 +67,16 @@ class SyntheticConfig(Config):
 
 
 def _bucket(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") % _TEST_BUCKETS
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") % _BUCKETS
+
+
+def _in_split(prompt: str, split: str) -> bool:
+    """Whether an in-distribution problem text belongs to `split` (the hash decides, so train, dev
+    and test never share a problem whatever their sizes)."""
+    bucket = _bucket(prompt)
+    if split in _SPLIT_BUCKET:
+        return bucket == _SPLIT_BUCKET[split]
+    return bucket not in _SPLIT_BUCKET.values()
 
 
 def generate_split(cfg: SyntheticConfig, split: str) -> list[Problem]:
@@ -71,7 +84,7 @@ def generate_split(cfg: SyntheticConfig, split: str) -> list[Problem]:
     if split not in SPLITS:
         raise ValueError(f"synthetic: unknown split {split!r}; splits are {', '.join(SPLITS)}")
     ood = split == "test_ood"
-    size = {"train": cfg.train_size, "test": cfg.test_size, "test_ood": cfg.ood_size}[split]
+    size = {"train": cfg.train_size, "dev": cfg.dev_size, "test": cfg.test_size, "test_ood": cfg.ood_size}[split]
     rng = random.Random(f"reversalkit-synthetic/{cfg.seed}/{split}")
     ranges, steps_choices = (OOD_RANGES, cfg.ood_steps) if ood else (ID_RANGES, cfg.id_steps)
     if ood and cfg.ood_numbers == "id":
@@ -86,7 +99,7 @@ def generate_split(cfg: SyntheticConfig, split: str) -> list[Problem]:
         if story is None:
             continue
         prompt = problem_text(story)
-        if prompt in seen or (not ood and (_bucket(prompt) == 0) != (split == "test")):
+        if prompt in seen or (not ood and not _in_split(prompt, split)):
             continue
         seen.add(prompt)
         answer = story.answer()
