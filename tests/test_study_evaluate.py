@@ -42,7 +42,7 @@ def test_summarize_split_values():
     greedy, samples, texts = _records()
     eqs = metrics.extract_equations
     out = summarize_split(_problems(), greedy, samples, ks=[1, 2, 4, 8], n_boot=200, ci=0.9, seed=0,
-                          equations=eqs)
+                          equations=eqs, diversity_group_size=2)
     assert out["n"] == 6
     assert out["pass1"]["mean"] == pytest.approx(3 / 6)
     assert out["pass1"]["lo"] <= 0.5 <= out["pass1"]["hi"]
@@ -52,19 +52,21 @@ def test_summarize_split_values():
         assert out["pass_k"][str(k)]["mean"] == pytest.approx(want, rel=1e-12)
     assert "8" not in out["pass_k"]  # more than the 4 samples drawn
     assert out["sample_accuracy"]["mean"] == pytest.approx(np.mean([cs[f"p{i}"] / 4 for i in range(6)]))
+    assert out["diversity_group_size"] == 2
     corr = out["diversity"]["correct"]
-    # groups with >= 2 correct texts: p0 (3 texts), p3 (4 identical), p4 (2)
-    groups = [[t for t, c in texts[p] if c] for p in ("p0", "p3", "p4")]
+    # problems with >= 2 correct samples, cut to the 2 lowest indices: p0 (samples 0, 1 of its
+    # 3 correct), p3 (2 identical), p4 (2)
+    groups = [[t for t, c in texts[p] if c][:2] for p in ("p0", "p3", "p4")]
     want_dn = np.mean([metrics.distinct_ngrams_avg(g) for g in groups])
     assert corr["distinct_n"]["mean"] == pytest.approx(want_dn)
     assert corr["distinct_n"]["n"] == 3
-    # unique: distinct correct texts over problems with any correct sample
-    assert corr["unique"]["mean"] == pytest.approx(np.mean([3, 1, 1, 2, 1]))
-    # equations: p0 has 3 equations, 2 distinct; p4 one equation; p3 none (no value)
+    # unique: distinct texts of the same groups
+    assert corr["unique"]["mean"] == pytest.approx(np.mean([2, 1, 2])) and corr["unique"]["n"] == 3
+    # equations: p0's two kept texts hold 1+1=2 twice; p4 one equation; p3 none (no value)
     assert corr["equations"]["n"] == 2
-    assert corr["equations"]["mean"] == pytest.approx(np.mean([2 / 3, 1.0]))
+    assert corr["equations"]["mean"] == pytest.approx(np.mean([1 / 2, 1.0]))
     inc = out["diversity"]["incorrect"]
-    assert inc["unique"]["n"] == 5 and inc["distinct_n"]["n"] == 4  # p0 has only one incorrect text
+    assert inc["unique"]["n"] == 4 and inc["distinct_n"]["n"] == 4  # p0 has only one incorrect text
     assert corr["sbert"]["n"] == 0  # SBERT off here
     assert out["levels"] == {"1": {"n": 2, "pass1": 1.0}, "2": {"n": 2, "pass1": 0.5},
                              "3": {"n": 2, "pass1": 0.0}}

@@ -3,7 +3,8 @@
 - accuracy: `pass_at_k`, `pass_at_k_curve`, `default_ks`, `coverage`, `sample_counts`
 - transitions: `transitions` -> `Transitions` (improvement / regression sets), `pass_at_k_on`
 - diversity: distinct n-grams (C++ hot loop), Sentence-BERT diversity, distinct equations; each
-  with a `*_groups` form scoring many groups at once -> `GroupScores`
+  with a `*_groups` form scoring many groups at once -> `GroupScores`; `fixed_size_groups` cuts
+  groups to one size so those scores compare
 - equations: `extract_equations`, `normalize_equation`
 - embeddings: `embed_texts`, `load_sentence_model` (documented per-(model, device) cache)
 - similarity: `nearest_neighbors`, `nearest_neighbor_similarity`, `semantic_dedup` (FAISS / torch / numpy)
@@ -23,6 +24,7 @@ from .diversity import (
     distinct_ngrams_avg,
     distinct_ngrams_avg_groups,
     distinct_ngrams_groups,
+    fixed_size_groups,
     ngram_counts,
     ngram_counts_reference,
     sbert_diversity,
@@ -42,7 +44,7 @@ from .transitions import Transitions, pass_at_k_on, transitions
 __all__ = [
     "pass_at_k", "pass_at_k_curve", "default_ks", "coverage", "sample_counts",
     "Transitions", "transitions", "pass_at_k_on",
-    "GroupScores", "ngram_counts", "ngram_counts_reference",
+    "GroupScores", "fixed_size_groups", "ngram_counts", "ngram_counts_reference",
     "distinct_ngrams", "distinct_ngrams_avg", "distinct_ngrams_groups", "distinct_ngrams_avg_groups",
     "sbert_diversity", "sbert_diversity_groups", "distinct_equations", "distinct_equations_groups",
     "extract_equations", "normalize_equation",

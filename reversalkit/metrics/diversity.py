@@ -12,6 +12,10 @@ pass) and return `GroupScores`: NaN for a group that has fewer than `min_size` t
 metric is undefined, and the mean over the remaining groups. The paper averages within-correct and
 within-incorrect diversity over problems; pass those two lists of groups separately.
 
+Distinct-n and distinct equations fall mechanically as a group grows (more texts repeat more
+n-grams), so groups of different sizes are not comparable: `fixed_size_groups` keeps the groups
+that have at least k texts and cuts each to its first k, and scores are taken on those.
+
     from reversalkit.metrics import distinct_ngrams_avg, distinct_ngrams_avg_groups
     distinct_ngrams_avg(["a b c", "a b d"])                  # one group -> float
     distinct_ngrams_avg_groups([correct_p1, correct_p2]).mean
@@ -21,7 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -30,8 +35,11 @@ from reversalkit._ext import native
 from .embeddings import embed_texts
 from .equations import extract_equations
 
+K = TypeVar("K", bound=Hashable)
+
 __all__ = [
-    "GroupScores", "ngram_counts", "ngram_counts_reference", "distinct_ngrams", "distinct_ngrams_avg",
+    "GroupScores", "fixed_size_groups", "ngram_counts", "ngram_counts_reference", "distinct_ngrams",
+    "distinct_ngrams_avg",
     "distinct_ngrams_groups", "distinct_ngrams_avg_groups", "sbert_diversity", "sbert_diversity_groups",
     "distinct_equations", "distinct_equations_groups",
 ]
@@ -57,6 +65,23 @@ class GroupScores:
     def scored(self) -> np.ndarray:
         """The values of the scored groups, in order (for `bootstrap_ci`)."""
         return self.values[~np.isnan(self.values)]
+
+
+def fixed_size_groups(groups: Mapping[K, Sequence[str]], size: int) -> dict[K, list[str]]:
+    """The groups with at least `size` texts, each cut to its first `size` texts.
+
+    Keys keep their order; smaller groups are dropped (not padded), so every group scored has the
+    same size and distinct-n / distinct equations compare across groups and iterates. The caller
+    decides what "first" means by the order it passes texts in (the study: sample index).
+    """
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    out: dict[K, list[str]] = {}
+    for key, texts in groups.items():
+        texts = _check_groups([texts])[0]
+        if len(texts) >= size:
+            out[key] = texts[:size]
+    return out
 
 
 def _check_groups(groups) -> list[list[str]]:

@@ -6,11 +6,20 @@ n-grams, SBERT, distinct equations, distinct texts), per-level accuracy and grou
 with a seeded bootstrap CI over problems. `transition_summary` compares an iterate with M1 (IS/RS
 and M1's pass@N on IS). Records are plain dicts `{"id", "i", "text", "correct"}`, so these
 functions run the same on one process or on a shard's gathered records.
+
+Diversity is scored on groups of exactly k samples per problem and label (correct / incorrect):
+the k samples of that label with the lowest sample indices "i". Distinct-n and distinct equations
+fall as groups grow, so without a fixed k an iterate that is right more often would look less
+diverse for that reason alone. Choosing by index and not by text keeps the choice independent of
+what was written, and the same on every rerun; problems with fewer than k samples of a label are
+not scored for that label, and each metric's "n" counts the problems that were.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,35 +40,50 @@ def ci_dict(values: Sequence[float], *, n_boot: int, ci: float, seed: int) -> di
     return {"mean": b.mean, "lo": b.low, "hi": b.high, "n": b.n}
 
 
+def level_number(value: Any) -> float | None:
+    """The number of a difficulty level (3, "3", "Level 3" -> 3.0); None when it has none
+    ("Level ?", None, "None"): an unknown level is no level, never the hardest one."""
+    match = re.search(r"\d+(?:\.\d+)?", str(value)) if value is not None else None
+    return float(match.group(0)) if match else None
+
+
 def group_disparity(acc_by_level: dict[str, float]) -> float | None:
-    """(Acc_lowest - Acc_highest) / Acc_lowest x 100 over the sorted levels (None if undefined)."""
-    if len(acc_by_level) < 2:
+    """(Acc_lowest - Acc_highest) / Acc_lowest x 100 over the levels that carry a number, lowest
+    and highest by that number (None if fewer than two such levels or Acc_lowest is 0)."""
+    known = {k: v for k, v in acc_by_level.items() if level_number(k) is not None}
+    if len(known) < 2:
         return None
-    keys = sorted(acc_by_level, key=_level_order)
-    low, high = acc_by_level[keys[0]], acc_by_level[keys[-1]]
+    keys = sorted(known, key=level_number)
+    low, high = known[keys[0]], known[keys[-1]]
     return None if low == 0 else (low - high) / low * 100.0
 
 
-def _level_order(key: str) -> tuple[int, float | str]:
-    digits = "".join(ch for ch in str(key) if ch.isdigit() or ch == ".")
-    try:
-        return (0, float(digits))
-    except ValueError:
-        return (1, str(key))
+def level_accuracy(problems: Sequence[Any], greedy: dict[str, bool],
+                   level_key: str) -> dict[str, dict[str, Any]]:
+    """Level -> {"n", "pass1"} of greedy answers, levels in numeric order. Problems whose level
+    has no number (see `level_number`) are left out rather than pooled into a level of their own."""
+    levels: dict[str, list[bool]] = {}
+    for p in problems:
+        value = (p.meta or {}).get(level_key)
+        if level_number(value) is not None:
+            levels.setdefault(str(value), []).append(greedy[str(p.id)])
+    return {k: {"n": len(v), "pass1": float(np.mean(v))}
+            for k, v in sorted(levels.items(), key=lambda kv: level_number(kv[0]))}
 
 
 def diversity_values(groups: dict[str, list[str]], *, equations: Callable[[str], list[str]] | None,
                      sbert: Any, sbert_batch_size: int = 64, device: str = "cpu") -> dict[str, list[float]]:
     """Per-problem diversity values of one kind of samples (correct or incorrect).
 
-    groups: problem id -> texts. distinct_n / equations / sbert score groups of >= 2 texts (one
-    text has no diversity; a group without equations has no equation score); `unique` counts the
-    distinct texts of every non-empty group. `sbert` is a loaded sentence model or None to skip.
+    groups: problem id -> texts, in the order values are returned; pass groups of one size (see
+    `diversity_groups`). distinct_n / equations / sbert score groups of >= 2 texts (one text has
+    no diversity; a group without equations has no equation score); `unique` counts the distinct
+    texts of every non-empty group. `sbert` is a loaded sentence model or None to skip.
     """
-    keys = [k for k in sorted(groups) if len(groups[k]) >= 2]
+    keys = [k for k in groups if len(groups[k]) >= 2]
     gl = [groups[k] for k in keys]
     out: dict[str, list[float]] = {
-        "unique": [float(len(set(groups[k]))) for k in sorted(groups) if groups[k]],
+        "unique": [float(len(set(texts))) for texts in groups.values() if texts],
         "distinct_n": list(metrics.distinct_ngrams_avg_groups(gl, 5, min_size=2).scored()) if gl else [],
         "equations": [], "sbert": []}
     if equations is not None and gl:
@@ -71,18 +95,33 @@ def diversity_values(groups: dict[str, list[str]], *, equations: Callable[[str],
     return out
 
 
+def diversity_groups(by: dict[str, list[dict[str, Any]]], ids: Sequence[str], *, correct: bool,
+                     size: int) -> dict[str, list[str]]:
+    """Problem id -> texts of its `size` samples of one label with the lowest sample indices, for
+    the problems (in `ids` order) that have at least `size` of them. `by` is `group_by_problem`
+    output, whose samples are already in index order."""
+    texts = {i: [s["text"] for s in by.get(i, []) if bool(s["correct"]) == correct] for i in ids}
+    return metrics.fixed_size_groups(texts, size)
+
+
 def summarize_split(problems: Sequence[Any], greedy: Sequence[dict[str, Any]],
                     samples: Sequence[dict[str, Any]], *, ks: Sequence[int], n_boot: int, ci: float,
                     seed: int, level_key: str = "level",
                     equations: Callable[[str], list[str]] | None = None, sbert: Any = None,
                     diversity_max_problems: int | None = None, sbert_max_problems: int | None = None,
-                    sbert_batch_size: int = 64,
-                    sbert_device: str = "cpu") -> dict[str, Any]:
+                    sbert_batch_size: int = 64, sbert_device: str = "cpu",
+                    diversity_group_size: int = 4) -> dict[str, Any]:
     """All metrics of one iterate on one test set.
 
     problems: the test problems (`id`, `meta`); greedy: one record per problem; samples: the
-    N sampled records per problem (may be empty). Returns a JSON-ready dict (see module doc).
+    N sampled records per problem (may be empty). diversity_group_size: k of the module doc,
+    capped at the samples drawn per problem; the k used is returned as "diversity_group_size".
+    sbert_max_problems: SBERT scores the first N problems that have k samples of the label.
+    Returns a JSON-ready dict (see module doc).
     """
+    if diversity_group_size < 2:
+        raise ValueError(f"diversity_group_size must be >= 2 (one text has no diversity), "
+                         f"got {diversity_group_size}")
     ids = [str(p.id) for p in problems]
     g = {str(r["id"]): bool(r["correct"]) for r in greedy}
     missing = [i for i in ids if i not in g]
@@ -90,14 +129,10 @@ def summarize_split(problems: Sequence[Any], greedy: Sequence[dict[str, Any]],
         raise ValueError(f"no greedy record for {len(missing)} problem(s), e.g. {missing[:3]}")
     out: dict[str, Any] = {"n": len(ids), "pass1": ci_dict([float(g[i]) for i in ids], n_boot=n_boot,
                                                            ci=ci, seed=seed)}
-    levels: dict[str, list[bool]] = {}
-    for p in problems:
-        if level_key in (p.meta or {}):
-            levels.setdefault(str(p.meta[level_key]), []).append(g[str(p.id)])
+    levels = level_accuracy(problems, g, level_key)
     if levels:
-        out["levels"] = {k: {"n": len(v), "pass1": float(np.mean(v))}
-                         for k, v in sorted(levels.items(), key=lambda kv: _level_order(kv[0]))}
-        out["disparity"] = group_disparity({k: v["pass1"] for k, v in out["levels"].items()})
+        out["levels"] = levels
+        out["disparity"] = group_disparity({k: v["pass1"] for k, v in levels.items()})
     if not samples:
         return out
     by = group_by_problem(samples)
@@ -106,13 +141,17 @@ def summarize_split(problems: Sequence[Any], greedy: Sequence[dict[str, Any]],
     out["sample_accuracy"] = ci_dict(list(c / np.maximum(n, 1)), n_boot=n_boot, ci=ci, seed=seed)
     out["pass_k"] = {str(k): ci_dict(list(metrics.pass_at_k(n, c, k)), n_boot=n_boot, ci=ci, seed=seed)
                      for k in ks if k <= n.min()}
+    # A sibling key, not one inside "diversity", whose keys readers take to be the labels.
+    size = min(diversity_group_size, int(n.max()))
+    out["diversity_group_size"] = size
     div_ids = ids[:diversity_max_problems] if diversity_max_problems else ids
     out["diversity"] = {}
     for label, want in (("correct", True), ("incorrect", False)):
-        groups = {i: [s["text"] for s in by.get(i, []) if bool(s["correct"]) == want] for i in div_ids}
+        groups = diversity_groups(by, div_ids, correct=want, size=size) if size >= 2 else {}
         vals = diversity_values(groups, equations=equations, sbert=None)
         if sbert is not None:
-            sub = {i: groups[i] for i in div_ids[:sbert_max_problems]} if sbert_max_problems else groups
+            # The cap counts problems that are scored, so N problems give N SBERT values.
+            sub = dict(itertools.islice(groups.items(), sbert_max_problems))
             vals["sbert"] = diversity_values(sub, equations=None, sbert=sbert,
                                              sbert_batch_size=sbert_batch_size, device=sbert_device)["sbert"]
         out["diversity"][label] = {k: ci_dict(v, n_boot=n_boot, ci=ci, seed=seed) for k, v in vals.items()}
