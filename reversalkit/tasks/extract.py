@@ -81,6 +81,20 @@ def extract_number_answer(text: str) -> str | None:
     return last_number(text)
 
 
+def hashes_answer(text: str) -> str | None:
+    """The answer on a GSM8K-style final line: the text after the last `####` up to the end of its
+    line, without `$` or a trailing period ('#### $1,234.' -> '1,234'); None when there is none.
+
+    Kept as written, not parsed as a number, so a task with non-numeric answers (MATH) can accept
+    it and compare it under its own equivalence."""
+    hashes = list(_HASHES_RE.finditer(text))
+    if not hashes:
+        return None
+    line = text[hashes[-1].end():].split("\n", 1)[0]
+    answer = line.replace("$", "").strip().rstrip(".").strip()
+    return answer or None
+
+
 def gsm8k_gold(answer_field: str) -> str:
     """The gold number of a GSM8K `answer` column (the text after `####`)."""
     if "####" not in answer_field:
