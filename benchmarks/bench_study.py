@@ -147,7 +147,7 @@ def main() -> None:
     sbert = ws.sbert()
 
     def sample(sampler, tokenizer=None):
-        return stages.sample_train(sampler, ws.task, ws.sample_problems, cfg, "bench", progress=False,
+        return stages.sample_train(sampler, ws.task, ws.sample_problems(1), cfg, "bench", progress=False,
                                    tokenizer=tokenizer)
 
     records = sample(engine, tok)  # the shared D_t comes from the reversalkit samples
@@ -158,12 +158,12 @@ def main() -> None:
     print(f"D_t: {len(sft_data)} SFT examples, {len(dpo_data)} DPO pairs from {len(records)} samples")
 
     def reward():
-        rollout.reward(ws.task, ws.sample_problems, [dict(r) for r in records])
+        rollout.reward(ws.task, ws.sample_problems(1), [dict(r) for r in records])
 
     def rk_sft():
         train_sft(copy.deepcopy(model), tok, sft_data, sft_cfg, progress=False)
 
-    prompts = {p.id: ws.task.format_prompt(p) for p in ws.sample_problems}
+    prompts = {p.id: ws.task.format_prompt(p) for p in ws.sample_problems(1)}
 
     def rk_dpo():  # as the study does it: the reference log-probs come with the samples
         m = copy.deepcopy(model)

@@ -18,10 +18,11 @@ from typing import Any
 from reversalkit.config import Config, check, option
 from reversalkit.train import TrainConfig
 
-METHODS = ("sft", "dpo", "sft_dpo")
+METHODS = ("sft", "dpo", "sft_dpo", "gold")
 REFERENCES = ("previous", "m1")
 INITS = ("continue", "reset")
 SFT_SELECTIONS = ("all", "dedup")
+SAMPLE_DRAWS = ("fixed", "fresh")
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust")
 # Keys that may change between a run and its resume without changing any number.
 NON_RESULT_KEYS = ("out_dir", "progress", "sbert_batch_size")
@@ -59,10 +60,15 @@ class StudyConfig(Config):
     # ---- what is studied -------------------------------------------------------------------
     model: str = option("tiny", "HF hub id or local checkpoint directory of the base model M0; "
                         "'tiny' builds a small Llama from scratch with a word-level tokenizer")
+    m1: str | None = option(None, "local checkpoint directory (or hub id) of an already SFT'd model to "
+                            "use as M1: M1 training is skipped and the rounds start from it (the "
+                            "tokenizer is loaded from the same place); None = train M1 from `model`")
     tiny_model: TinyModelConfig = option(help="shape of the 'tiny' model", factory=TinyModelConfig)
     task: str = option("synthetic", "task name (synthetic, gsm8k, math, csqa, mbpp, or a registered one)")
     task_options: dict[str, Any] = option(help="keyword options of the task (e.g. data_files, sizes)",
                                           factory=dict)
+    id_split: str = option("test", "split of the task the in-distribution evaluation reports on "
+                           "('test'; recipe sweeps use 'dev' so that test never chooses a recipe)")
     ood_tasks: tuple[str, ...] = option(("test_ood",), "out-of-distribution test sets: a split of the "
                                         "study's task ('test_ood') or 'task:split' (e.g. 'math:test')")
     ood_task_options: dict[str, Any] = option(help="task name -> keyword options for OOD tasks",
@@ -70,10 +76,17 @@ class StudyConfig(Config):
     train_size: int | None = option(None, "use the first N train problems (None = all)")
     test_size: int | None = option(None, "use the first N ID test problems (None = all)")
     ood_size: int | None = option(None, "use the first N problems of each OOD set (None = all)")
-    sample_size: int | None = option(None, "self-improvement rounds sample the first N train problems "
+    sample_size: int | None = option(None, "self-improvement rounds sample N train problems each "
                                      "(None = all; M1 always trains on every train problem)")
-    methods: tuple[str, ...] = option(METHODS, "methods to run: sft, dpo, sft_dpo (SFT-DPO alternates, "
-                                      "starting with SFT)")
+    sample_draw: str = option("fixed", "which N train problems a round samples: 'fixed' (the first N, "
+                              "every round) or 'fresh' (a seeded shuffle of the train set cut into "
+                              "consecutive blocks of N, one block per iteration, so rounds see new "
+                              "problems until the set is used up)")
+    methods: tuple[str, ...] = option(("sft", "dpo", "sft_dpo"), "methods to run: sft, dpo, sft_dpo "
+                                      "(SFT-DPO alternates, starting with SFT), gold (the control arm of "
+                                      "Iterative SFT: each round trains on gold solutions of the problems "
+                                      "of SFT's D_t, as many per problem, same steps and learning rate; "
+                                      "needs sft)")
     iterations: int = option(5, "T: iterates M1..M_T, i.e. T-1 self-improvement rounds after M1")
 
     # ---- sampling ------------------------------------------------------------------------
@@ -157,6 +170,9 @@ class StudyConfig(Config):
         bad = [m for m in self.methods if m not in METHODS]
         check(not bad, f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
         check(len(set(self.methods)) == len(self.methods), f"methods {self.methods} repeat a method")
+        check("gold" not in self.methods or "sft" in self.methods,
+              f"methods {self.methods}: the gold control arm trains on the problems of Iterative SFT's "
+              "rounds; add sft to methods")
         check(self.iterations >= 1, f"iterations must be >= 1 (1 = M1 only), got {self.iterations}")
         check(self.samples_per_problem >= 1,
               f"samples_per_problem must be >= 1, got {self.samples_per_problem}")
@@ -166,6 +182,11 @@ class StudyConfig(Config):
               f"eval_temperature must be > 0 or None, got {self.eval_temperature}")
         check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         check(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        check(self.sample_draw in SAMPLE_DRAWS,
+              f"sample_draw must be one of {SAMPLE_DRAWS}, got {self.sample_draw!r}")
+        check(bool(self.id_split), "id_split must name a split of the task, e.g. 'test' or 'dev'")
+        check(self.m1 is None or bool(str(self.m1).strip()),
+              "m1 must be a checkpoint directory or hub id, or null to train M1")
         check(self.sft_selection in SFT_SELECTIONS,
               f"sft_selection must be one of {SFT_SELECTIONS}, got {self.sft_selection!r}")
         check(self.ood_eval_samples is None or self.ood_eval_samples >= 0,
@@ -217,6 +238,8 @@ class StudyConfig(Config):
         n = self.iterations - 1
         if method == "sft_dpo":
             return ["sft" if r % 2 == 0 else "dpo" for r in range(n)]
+        if method == "gold":
+            return ["gold"] * n
         return [method] * n
 
     def result_dict(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import torch
 
 from reversalkit.study import stages
 from reversalkit.study.config import NON_RESULT_KEYS, StudyConfig
-from reversalkit.study.plan import ROOT, Node, method_nodes, node_dir
+from reversalkit.study.plan import ROOT, Node, method_nodes, node_dir, sampled_by
 from reversalkit.study.report import write_report
 from reversalkit.study.results import ID_SPLIT, collect_results
 from reversalkit.study.store import RunStore
@@ -70,9 +70,10 @@ class Study:
             self.ws = Workspace(cfg, store, task=self.task_override, ood_tasks=self.ood_override)
             self._step("m1/train", self._train_m1)
             self._step("m1/eval", lambda: self._evaluate(ROOT))
-            for method in cfg.methods:
-                for node in method_nodes(cfg.round_kinds(method))[1:]:
-                    self._round(node)
+            for method in sorted(cfg.methods, key=lambda m: m == "gold"):  # gold reuses SFT's samples
+                chain = method_nodes(cfg.round_kinds(method))
+                for parent, node in zip(chain, chain[1:]):
+                    self._round(node, parent)
             results = collect_results(store, cfg)
             store.write_json("results.json", results)
             write_report(results, store.path("report"))
@@ -101,9 +102,10 @@ class Study:
         log.info("step %s done in %.1f s (%.1f s CPU)", name, seconds, cpu)
         self.on_event("step_done", name)
 
-    def _round(self, node: Node) -> None:
-        assert node.parent is not None and node.kind is not None
-        self._step(f"{node.parent}/sample", lambda: self._sample(node.parent))
+    def _round(self, node: Node, parent: Node) -> None:
+        assert node.parent == parent.name and node.kind is not None
+        source = sampled_by(node)
+        self._step(f"{source}/sample", lambda: self._sample(Node(source, None, None, parent.iteration)))
         if node.kind == "dpo":
             self._step(f"{node.name}/ref", lambda: self._reference(node))
         self._step(f"{node.name}/train", lambda: self._train(node))
@@ -112,16 +114,24 @@ class Study:
     # ---- steps ---------------------------------------------------------------------------
     def _train_m1(self) -> dict[str, Any]:
         ws = self.ws
+        if self.cfg.m1 is not None:  # the user's own SFT'd model is M1: stored as given, not trained
+            ws.given_m1()
+            ws.save_node(ROOT)
+            record = {"source": str(self.cfg.m1), "steps": 0}
+            self.store.write_json(f"{node_dir(ROOT)}/round.json", {"kind": None, "parent": None, "train": record})
+            log.info("M1 from %s (not trained)", self.cfg.m1)
+            return {"m1_source": str(self.cfg.m1)}
         model, tok = ws.base_model()
         record = stages.train_m1(model, tok, ws.task, ws.train, self.cfg, progress=self.cfg.progress)
         ws.save_node(ROOT)
         self.store.write_json(f"{node_dir(ROOT)}/round.json", {"kind": None, "parent": None, "train": record})
         return {"train_steps": record.get("steps")}
 
-    def _sample(self, name: str) -> dict[str, Any]:
-        ws, cfg = self.ws, self.cfg
+    def _sample(self, node: Node) -> dict[str, Any]:
+        ws, cfg, name = self.ws, self.cfg, node.name
         engine = ws.engine_for(name)
-        records = stages.sample_train(engine, ws.task, ws.sample_problems, cfg, name, progress=cfg.progress,
+        problems = ws.sample_problems(node.iteration)
+        records = stages.sample_train(engine, ws.task, problems, cfg, name, progress=cfg.progress,
                                       tokenizer=ws.tok)
         self.store.write_jsonl(f"{node_dir(name)}/train_samples.jsonl.gz", records)
         from reversalkit.study.evaluate import coverage_summary  # noqa: PLC0415
@@ -135,7 +145,7 @@ class Study:
     def _round_data(self, node: Node, samples: list[dict[str, Any]] | None = None
                     ) -> tuple[list[Any], dict[str, Any]]:
         if samples is None:
-            samples = self.store.read_jsonl(f"{node_dir(node.parent)}/train_samples.jsonl.gz")
+            samples = self.store.read_jsonl(f"{node_dir(sampled_by(node))}/train_samples.jsonl.gz")
         return stages.round_data(self.cfg, node.kind, node.name, samples, self.ws.train_by_id, self.ws.task)
 
     def _reference(self, node: Node) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Every iterate is M1 followed by a sequence of round kinds, so iterates that share a lineage are
 the same model and are trained and evaluated once: Iterative SFT is m1 -> m1-s -> m1-ss -> ...,
 Iterative DPO m1 -> m1-d -> m1-dd, and Iterative SFT-DPO m1 -> m1-s -> m1-sd -> m1-sds, whose first
-round is the SFT method's first round. Seeds derive from the lineage, not from the method, which
+round is the SFT method's first round. The gold control arm is m1 -> m1-g -> m1-gg: round t trains
+on gold solutions of the problems of SFT's round t, whose samples come from the SFT chain. Seeds derive from the lineage, not from the method, which
 is what makes that sharing exact.
 """
 
@@ -13,7 +14,7 @@ import dataclasses
 import hashlib
 
 ROOT = "m1"
-KIND_LETTER = {"sft": "s", "dpo": "d"}
+KIND_LETTER = {"sft": "s", "dpo": "d", "gold": "g"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Node:
 
     name: str
     parent: str | None
-    kind: str | None  # 'sft' | 'dpo' | None for M1
+    kind: str | None  # 'sft' | 'dpo' | 'gold' | None for M1
     iteration: int  # 1 for M1
 
 
@@ -36,6 +37,15 @@ def method_nodes(round_kinds: list[str]) -> list[Node]:
     for r, kind in enumerate(round_kinds):
         nodes.append(Node(node_name(round_kinds[: r + 1]), nodes[-1].name, kind, r + 2))
     return nodes
+
+
+def sampled_by(node: Node) -> str:
+    """The iterate whose train samples make `node`'s D_t: its parent, or for a gold round the SFT
+    iterate of the same iteration as the parent (gold rounds use the problems of SFT's D_t)."""
+    assert node.parent is not None
+    if node.kind == "gold":
+        return node_name(["sft"] * (node.iteration - 2))
+    return node.parent
 
 
 def derive_seed(seed: int, *parts: object) -> int:

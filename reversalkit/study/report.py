@@ -18,7 +18,8 @@ from typing import Any
 
 from reversalkit.study.tables import best_iterates, fmt_ci, paper_reference, summary_rows
 
-METHOD_STYLE = {"sft": ("tab:blue", "o"), "dpo": ("tab:orange", "s"), "sft_dpo": ("tab:green", "^")}
+METHOD_STYLE = {"sft": ("tab:blue", "o"), "dpo": ("tab:orange", "s"), "sft_dpo": ("tab:green", "^"),
+                "gold": ("tab:gray", "x")}
 DIV_METRICS = (("distinct_n", "distinct n-grams (n=1..5)"), ("sbert", "SBERT diversity"),
                ("equations", "distinct equations"))
 

@@ -79,9 +79,11 @@ def round_data(cfg: StudyConfig, kind: str, node: str, samples: list[dict[str, A
                problems: dict[str, Any], task: Any) -> tuple[list[Any], dict[str, Any]]:
     """D_t of a round: SFTExamples or DPOPairs, and its statistics."""
     seed = derive_seed(cfg.seed, "data", node)
-    if kind == "sft":
+    if kind in ("sft", "gold"):
         kept = select_sft(samples, selection=cfg.sft_selection, max_per_problem=cfg.sft_max_per_problem,
                           seed=seed)
+        if kind == "gold":
+            kept = gold_in_place(kept, problems)
         data = [SFTExample(task.format_prompt(problems[pid]), text) for pid, text in kept]
         stats = {"examples": len(data), "problems": len({pid for pid, _ in kept})}
     else:
@@ -91,8 +93,22 @@ def round_data(cfg: StudyConfig, kind: str, node: str, samples: list[dict[str, A
     return data, stats
 
 
+def gold_in_place(kept: list[tuple[str, str]], problems: dict[str, Any]) -> list[tuple[str, str]]:
+    """The gold control's D_t: each kept self-sample replaced by a gold solution of its problem (the
+    j-th sample of a problem by its j-th gold solution, cycling), so the control trains on the same
+    problems, as many examples of each, in the same number of steps."""
+    seen: dict[str, int] = {}
+    out = []
+    for pid, _ in kept:
+        gold = gold_completions(problems[pid], True)
+        j = seen.get(pid, 0)
+        seen[pid] = j + 1
+        out.append((pid, gold[j % len(gold)]))
+    return out
+
+
 def round_train_config(cfg: StudyConfig, kind: str, node: str) -> TrainConfig:
-    base = cfg.sft_train if kind == "sft" else cfg.dpo_round_train()
+    base = cfg.sft_train if kind in ("sft", "gold") else cfg.dpo_round_train()
     return base.replace(seed=derive_seed(cfg.seed, "train", node))
 
 
@@ -160,7 +176,7 @@ def train_round(model, tok, kind: str, data: list[Any], tcfg: TrainConfig, ref: 
                     "correct samples" if kind == "sft" else "correct/incorrect pairs")
         return {"steps": 0, "losses": [], "loss_first": None, "loss_last": None}
     torch.manual_seed(tcfg.seed)
-    if kind == "sft":
+    if kind in ("sft", "gold"):
         result = train_sft(model, tok, data, tcfg, progress=progress)
     else:
         result = train_dpo(model, tok, data, ref, tcfg, progress=progress)
@@ -210,6 +226,7 @@ def evaluate_set(engine, task: Any, problems: Sequence[Any], cfg: StudyConfig, s
         seed=derive_seed(cfg.seed, "bootstrap", split), level_key=cfg.level_key,
         equations=getattr(task, "equations", None), sbert=sbert,
         diversity_max_problems=cfg.diversity_max_problems, sbert_max_problems=cfg.sbert_max_problems,
+        diversity_group_size=cfg.diversity_group_size,
         sbert_batch_size=cfg.sbert_batch_size or sbert_batch_size(sbert))
     return metrics, greedy, samples
 

@@ -10,6 +10,7 @@ run store (atomic directory rename).
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import safetensors.torch
 
 from reversalkit import models
 from reversalkit.study.config import StudyConfig
-from reversalkit.study.plan import ROOT, node_dir
+from reversalkit.study.plan import ROOT, derive_seed, node_dir
 from reversalkit.study.results import ID_SPLIT, ood_label
 from reversalkit.study.stages import build_base_model, gold_completions, resolve_device
 from reversalkit.study.store import RunStore
@@ -34,7 +35,7 @@ def load_eval_sets(cfg: StudyConfig, task: Any, ood_tasks: dict[str, Any] | None
                    ) -> dict[str, tuple[Any, list[Any]]]:
     """Split label -> (task that formats and checks it, problems): the ID test set and each OOD set."""
     ood_tasks = ood_tasks or {}
-    sets = {ID_SPLIT: (task, _cap(task.load("test"), cfg.test_size))}
+    sets = {ID_SPLIT: (task, _cap(task.load(cfg.id_split), cfg.test_size))}
     for spec in cfg.ood_tasks:
         name, _, split = spec.rpartition(":")
         if not name:
@@ -58,7 +59,6 @@ class Workspace:
         self.task = get_task(task) if task is not None else get_task(cfg.task, **dict(cfg.task_options))
         self.train = _cap(self.task.load("train"), cfg.train_size)
         self.train_by_id = {str(p.id): p for p in self.train}
-        self.sample_problems = _cap(self.train, cfg.sample_size)  # what each round samples
         self.eval_sets = load_eval_sets(cfg, self.task, ood_tasks)
         self.model: Any = None
         self.tok: Any = None
@@ -70,6 +70,22 @@ class Workspace:
         log.info("task %s: train %d, %s; device %s", getattr(self.task, "name", "?"), len(self.train),
                  sizes, self.device)
 
+    def sample_problems(self, iteration: int) -> list[Any]:
+        """The train problems the iterate of `iteration` samples for the next round (`sample_draw`).
+
+        The draw depends on the iteration only, not on the method, so every method's round t sees
+        the same problems and iterates shared between methods are sampled once.
+        """
+        cfg = self.cfg
+        if cfg.sample_draw == "fixed" or cfg.sample_size is None or cfg.sample_size >= len(self.train):
+            return _cap(self.train, cfg.sample_size)
+        order = list(range(len(self.train)))
+        random.Random(derive_seed(cfg.seed, "sample_draw")).shuffle(order)
+        size = cfg.sample_size
+        blocks = max(1, len(order) // size)  # whole blocks; a short tail is never drawn
+        start = ((iteration - 1) % blocks) * size
+        return [self.train[i] for i in sorted(order[start:start + size])]
+
     # ---- models --------------------------------------------------------------------------
     def vocabulary_texts(self) -> list[str]:
         """Texts the tiny model's word tokenizer is built from: every prompt and gold solution."""
@@ -80,6 +96,14 @@ class Workspace:
         for task, problems in self.eval_sets.values():
             texts += [task.format_prompt(p) for p in problems]
         return texts
+
+    def given_m1(self) -> tuple[Any, Any]:
+        """The user's own M1 (`cfg.m1`) as the current model, to be stored as node m1."""
+        path = self.cfg.m1
+        self.model = models.load_model(path, device=self.device, dtype=self._train_dtype())
+        self.tok = models.load_tokenizer(path)
+        self.model_node = None
+        return self.model, self.tok
 
     def base_model(self) -> tuple[Any, Any]:
         """M0 as the current model (weights about to be trained into M1)."""

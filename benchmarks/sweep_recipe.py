@@ -1,0 +1,139 @@
+"""How the tiny preset's round recipe is chosen: candidate recipes scored on the dev split only.
+
+    python -m benchmarks.sweep_recipe --out runs/sweep [--seeds 0 1] [--variants base fresh ...]
+    python -m benchmarks.sweep_recipe --out runs/sweep --m1 runs/m1/nodes/m1/model   # reuse an M1
+
+Each seed trains (or reuses) one M1 with the tiny preset, then every variant runs its rounds from
+that same M1 as a full study (`Study`, resumable) whose in-distribution evaluation is the
+synthetic task's `dev` split (`id_split=dev`), greedy only, with no OOD set: the test and OOD
+sets never see a candidate. A variant is a list of `key=value` overrides of the preset.
+
+The criterion is fixed before the sweep runs: for each method, the gain of the best iterate's dev
+pass@1 over M1's (the paper's "progress"), averaged over seeds; a variant must also not collapse
+(its last iterate no more than 0.05 below M1 on dev for every method). Output: one row per
+(variant, method) with dev pass@1 by iteration, train coverage by iteration and, for DPO, the mean
+chosen reward of each round's last steps; written to stdout and, as markdown, to `--table`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# The dev-only evaluation every run of the sweep uses (greedy pass@1 on 500 dev problems).
+DEV_EVAL = ["id_split=dev", "task_options.dev_size=500", "ood_tasks=[]", "eval_samples=0",
+            "sbert_model=none", "bootstrap=0", "progress=false"]
+
+# Candidate levers (see issue "progress, then reversal"): which problems a round samples, the
+# round learning rates, an NLL term for DPO, problem-balanced D_t.
+VARIANTS: dict[str, list[str]] = {
+    "base": [],
+    "fresh": ["sample_draw=fresh"],
+    "fresh_lr1e-4": ["sample_draw=fresh", "sft_train.lr=1e-4", "dpo_train.lr=2e-5"],
+    "fresh_lr3e-5": ["sample_draw=fresh", "sft_train.lr=3e-5", "dpo_train.lr=1e-5"],
+    "fresh_nll": ["sample_draw=fresh", "nll_weight=1.0"],
+    "fresh_lr1e-4_nll": ["sample_draw=fresh", "sft_train.lr=1e-4", "dpo_train.lr=2e-5", "nll_weight=1.0"],
+    "fresh_lr1e-4_cap2": ["sample_draw=fresh", "sft_train.lr=1e-4", "dpo_train.lr=2e-5",
+                          "sft_max_per_problem=2", "pairs_per_problem=2"],
+    "fresh800_lr1e-4": ["sample_draw=fresh", "sample_size=800", "sft_train.lr=1e-4", "dpo_train.lr=2e-5"],
+}
+METHODS = "methods=[sft, dpo]"
+COLLAPSE = 0.05
+
+
+def _study(overrides: list[str], out: Path):
+    from reversalkit.study import Study, StudyConfig  # noqa: PLC0415
+
+    cfg = StudyConfig.preset("tiny").with_overrides(overrides).replace(out_dir=str(out))
+    return Study(cfg, print_summary=False).run()
+
+
+def train_m1(seed: int, out: Path, extra: list[str]) -> Path:
+    """M1 of one seed (the preset's recipe), evaluated on dev; returns its model directory."""
+    _study([*DEV_EVAL, f"seed={seed}", "iterations=1", *extra], out)
+    return out / "nodes" / "m1" / "model"
+
+
+def _chosen_reward(train: dict[str, Any] | None) -> float | None:
+    rewards = (train or {}).get("chosen_rewards") or []
+    tail = rewards[-max(1, len(rewards) // 4):]
+    return statistics.fmean(tail) if tail else None
+
+
+def summarize(results: dict[str, Any]) -> dict[str, dict[str, list]]:
+    """method -> {"pass1": [...], "coverage": [...], "chosen": [...]} by iteration."""
+    out = {}
+    for method, entries in results["methods"].items():
+        out[method] = {
+            "pass1": [e["eval"]["id"]["pass1"]["mean"] for e in entries],
+            "coverage": [(e.get("train_coverage") or {}).get("mean") for e in entries],
+            "chosen": [_chosen_reward(e.get("train")) for e in entries[1:]],
+        }
+    return out
+
+
+def score(rows: list[dict[str, list]]) -> tuple[float, float]:
+    """(mean best-iterate gain over M1, worst last-iterate change) over seeds of one method."""
+    gains = [max(r["pass1"][1:]) - r["pass1"][0] for r in rows]
+    lasts = [r["pass1"][-1] - r["pass1"][0] for r in rows]
+    return statistics.fmean(gains), min(lasts)
+
+
+def _fmt(values: list, digits: int = 3) -> str:
+    return " ".join("-" if v is None else f"{v:.{digits}f}" for v in values)
+
+
+def table(all_rows: dict[str, dict[str, list[dict[str, list]]]]) -> str:
+    lines = ["| variant | method | dev pass@1 by iteration (per seed) | best gain | worst last change | "
+             "train coverage (seed 1) | DPO chosen reward, end of round (seed 1) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for variant, methods in all_rows.items():
+        for method, rows in methods.items():
+            gain, last = score(rows)
+            flag = " (collapse)" if last < -COLLAPSE else ""
+            lines.append(f"| {variant} | {method} | {' / '.join(_fmt(r['pass1']) for r in rows)} | "
+                         f"{gain:+.3f} | {last:+.3f}{flag} | {_fmt(rows[0]['coverage'])} | "
+                         f"{_fmt(rows[0]['chosen'], 2) if method == 'dpo' else ''} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="directory of the sweep's runs (resumable)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--m1", type=Path, default=None, help="an M1 model directory to use (one seed only)")
+    ap.add_argument("--m1-set", nargs="*", default=[], help="overrides of M1's training (e.g. "
+                    "m1_train.max_steps=300); recorded in the run names")
+    ap.add_argument("--table", type=Path, default=None, help="also write the markdown table here")
+    args = ap.parse_args(argv)
+    if args.m1 is not None and len(args.seeds) != 1:
+        ap.error("--m1 names one M1: give exactly one seed")
+    tag = "-".join(s.replace("m1_train.", "").replace("=", "") for s in args.m1_set) or "m1"
+    all_rows: dict[str, dict[str, list]] = {v: {} for v in args.variants}
+    for seed in args.seeds:
+        m1 = args.m1 or train_m1(seed, args.out / f"seed{seed}" / tag / "m1", args.m1_set)
+        for variant in args.variants:
+            res = _study([*DEV_EVAL, f"seed={seed}", METHODS, f"m1={m1}", *args.m1_set, *VARIANTS[variant]],
+                         args.out / f"seed{seed}" / tag / variant)
+            for method, row in summarize(res).items():
+                all_rows[variant].setdefault(method, []).append(row)
+            print(f"seed {seed} {variant}: " + "; ".join(
+                f"{m} {_fmt(r['pass1'])}" for m, r in summarize(res).items()), flush=True)
+    text = table(all_rows)
+    print(text)
+    (args.out / f"sweep-{tag}.json").write_text(json.dumps(all_rows, indent=1))
+    if args.table is not None:
+        args.table.write_text(f"Seeds {args.seeds}, M1 {tag}\n\n{text}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
