@@ -5,34 +5,89 @@ Hub id `google-research-datasets/mbpp` (config `full`: `task_id`, `text`, `code`
 or local files in either layout. The prompt is the common MBPP one: the task text, then "Your
 code should pass these tests:" with the asserts, then `[BEGIN]`; a gold exemplar is its code
 followed by `[DONE]`. A completion's code (a fenced block, the text before `[DONE]`, or raw code)
-runs with the problem's tests in `reversalkit.tasks.sandbox`; it is correct iff the program exits
-0 and its final line, printed after the last assert, is seen (so `sys.exit(0)` before the tests
-does not pass).
+runs after the problem's setup code in `reversalkit.tasks.sandbox`, which only answers calls; the
+asserts themselves run here, in the grader, on the plain data the program returns (see
+`sandbox_calls`). It is correct iff every assert holds and the program then exits cleanly; its
+exit code alone, its output, or objects that claim equality decide nothing.
 """
 
 from __future__ import annotations
 
-import secrets
+import ast
+import builtins
+import functools
+import importlib
 from typing import Any
 
 from reversalkit.tasks import extract
 from reversalkit.tasks.base import Problem
 from reversalkit.tasks.dataset_task import DatasetTask
 from reversalkit.tasks.sandbox import SandboxLimits, SandboxResult, run, run_many
+from reversalkit.tasks.sandbox_calls import Calls
+
+# Modules a test may name without importing them (the candidate's own `import math` made them
+# visible to the asserts); the grader binds its own copies, never the program's.
+TRUSTED_MODULES = frozenset({"math", "cmath", "re", "collections", "heapq", "itertools", "functools",
+                             "operator", "string", "decimal", "fractions", "datetime", "array",
+                             "bisect", "statistics", "copy"})
 
 
-def build_program(problem: Problem, code: str, token: str) -> str:
-    """The program that is run: setup/imports, the candidate code, the asserts, then `token`."""
-    setup = problem.meta.get("test_setup_code") or ""
-    tests = "\n".join(problem.meta["test_list"])
-    return (f"{setup}\n{code}\n\n{tests}\n"
-            f"import sys as _rk_sys\n_rk_sys.__stdout__.write('\\n' + {token!r} + '\\n')\n"
-            "_rk_sys.__stdout__.flush()\n")
+def top_level_names(source: str, imports: bool = True) -> set[str]:
+    """Names that `source` binds at module level (functions, classes, assignments, and imports
+    unless `imports` is False)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return set()
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            if imports:
+                names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        else:
+            names.update(n.id for n in ast.walk(node) if isinstance(n, ast.Name)
+                         and isinstance(n.ctx, ast.Store))
+    return names
 
 
-def passed(result: SandboxResult, token: str) -> bool:
-    lines = result.stdout.rstrip("\n").splitlines()
-    return result.ok and bool(lines) and lines[-1] == token
+@functools.lru_cache(maxsize=4096)
+def _compiled(setup: str, tests: tuple[str, ...], reference: str):
+    """(setup code, test codes, names the candidate must supply), compiled once per problem."""
+    codes = [compile(t, f"<test {i}>", "exec") for i, t in enumerate(tests)]
+    loaded = {n.id for t in tests for n in ast.walk(ast.parse(t))
+              if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    own = top_level_names(reference, imports=False)  # a solution's `def max(...)` shadows the builtin
+    free = loaded - top_level_names(setup)
+    remote = {n for n in free if n in own or not (hasattr(builtins, n) or n in TRUSTED_MODULES)}
+    modules = {n for n in free - remote if n in TRUSTED_MODULES}
+    return compile(setup, "<setup>", "exec"), codes, sorted(remote), sorted(modules)
+
+
+def assert_check(problem: Problem):
+    """The grader-side check of `problem`'s asserts: `check(calls)` is True iff all of them hold."""
+    setup_code, tests, remote, modules = _compiled(problem.meta.get("test_setup_code") or "",
+                                                   tuple(problem.meta["test_list"]),
+                                                   problem.solution or "")
+
+    def check(calls: Calls) -> bool:
+        ns: dict[str, Any] = {"__builtins__": builtins, "__name__": "mbpp_tests"}
+        exec(setup_code, ns)  # the dataset's own setup (imports), run on this side too
+        ns.update({m: importlib.import_module(m) for m in modules})
+        ns.update({n: calls.name(n) for n in remote})
+        for code in tests:
+            try:
+                exec(code, ns)
+            except Exception:  # noqa: BLE001 - a failed assert or a candidate's exception
+                return False
+        return True
+
+    return check
+
+
+def passed(result: SandboxResult) -> bool:
+    return result.ok and result.checked is True
 
 
 class MBPPTask(DatasetTask):
@@ -78,18 +133,18 @@ class MBPPTask(DatasetTask):
         """Run every completion's program with its problem's tests, concurrently."""
         if len(problems) != len(texts):
             raise ValueError(f"{len(problems)} problems but {len(texts)} completions")
-        token = f"__reversalkit_tests_passed_{secrets.token_hex(8)}__"
         codes = [extract.extract_code(t) for t in texts]
         todo = [i for i, c in enumerate(codes) if c is not None]
-        programs = [build_program(problems[i], codes[i], token) for i in todo]
+        programs = [f"{problems[i].meta.get('test_setup_code') or ''}\n{codes[i]}\n" for i in todo]
+        checks = [assert_check(problems[i]) for i in todo]
         if len(programs) == 1:
-            results = [run(programs[0], limits=self.sandbox)]
+            results = [run(programs[0], limits=self.sandbox, check=checks[0])]
         else:
             results = run_many(programs, limits=self.sandbox, workers=self.workers, progress=progress,
-                               desc="mbpp tests")
+                               desc="mbpp tests", checks=checks)
         verdicts = [False] * len(texts)
         for i, res in zip(todo, results):
-            verdicts[i] = passed(res, token)
+            verdicts[i] = passed(res)
         return verdicts
 
     def equations(self, text: str) -> list[str]:

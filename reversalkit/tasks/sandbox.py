@@ -1,6 +1,12 @@
 """Run untrusted Python programs (model-written MBPP code) safely: `run` one, `run_many` a batch.
 
     result = run("print(1)", timeout_s=5, memory_mb=512)   # SandboxResult(status="ok", ...)
+    result = run("def f(x): return x * x", check=lambda calls: calls.name("f")(3) == 9)
+    result.checked                                          # True: decided here, not in the program
+
+A checked run (`check=`) grades without trusting the program: it loads the code under
+`sandbox_harness` and only answers calls with plain data; the test code and the comparisons run in
+the runner (`sandbox_calls`).
 
 Layers, each used where the machine allows it (`support()` says which; a missing one is reported
 once and the rest still apply):
@@ -30,14 +36,18 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 from reversalkit.config import Config, check, option
+from reversalkit.tasks.sandbox_calls import Calls, ProgramFailed
 from reversalkit.tasks.sandbox_cgroup import CgroupLayout, RunCgroup, probe_layout
-from reversalkit.tasks.sandbox_io import collect_output, descendants, wait_gone
+from reversalkit.tasks.sandbox_io import Collector, descendants, wait_gone
 
 INIT_SCRIPT = str(Path(__file__).with_name("sandbox_init.py"))
+HARNESS_SCRIPT = Path(__file__).with_name("sandbox_harness.py")
 UNSHARE_FLAGS = ("--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--mount",
                  "--mount-proc", "--ipc", "--uts")
 SCRATCH_PREFIX = "rk-sandbox-"
@@ -50,6 +60,7 @@ class SandboxLimits(Config):
     memory_mb: int = option(1024, "address-space limit per process, and memory limit of the whole tree")
     max_processes: int = option(32, "processes/threads the program may have at once")
     max_output_bytes: int = option(65536, "bytes kept per stream; more ends the run as output_limit")
+    max_reply_bytes: int = option(1 << 20, "largest reply of a checked run's program to one request")
     scratch_mb: int = option(64, "size of the scratch tmpfs and the largest file the program may write")
     max_open_files: int = option(64, "open file descriptors per process")
     isolation: str = option("auto", "'auto': namespaces and cgroups where available; 'none': rlimits only")
@@ -61,6 +72,7 @@ class SandboxLimits(Config):
               f"memory_mb must be >= 32 (the interpreter needs it), got {self.memory_mb}")
         check(self.max_processes >= 1, f"max_processes must be >= 1, got {self.max_processes}")
         check(self.max_output_bytes >= 0, f"max_output_bytes must be >= 0, got {self.max_output_bytes}")
+        check(self.max_reply_bytes >= 1024, f"max_reply_bytes must be >= 1024, got {self.max_reply_bytes}")
         check(self.scratch_mb >= 1, f"scratch_mb must be >= 1, got {self.scratch_mb}")
         check(self.max_open_files >= 8, f"max_open_files must be >= 8, got {self.max_open_files}")
         check(self.isolation in ("auto", "none"),
@@ -70,7 +82,9 @@ class SandboxLimits(Config):
 @dataclasses.dataclass(frozen=True)
 class SandboxResult:
     """status: ok | error | timeout | memory | output_limit | sandbox_error. `returncode` is the
-    program's exit code, -N when signal N killed it, None when it was stopped by the runner."""
+    program's exit code, -N when signal N killed it, None when it was stopped by the runner.
+    In a checked run `checked` is what the grader's check returned (the program's text, exit code
+    and status never enter it)."""
 
     status: str
     returncode: int | None
@@ -79,6 +93,8 @@ class SandboxResult:
     duration_s: float = 0.0
     truncated: bool = False
     isolation: tuple[str, ...] = ()
+    checked: Any = None  # what `check` returned, in a checked run that it finished
+    check_failure: str | None = None  # why `check` could not finish: the program stopped answering
 
     @property
     def ok(self) -> bool:
@@ -166,14 +182,13 @@ def _user_process_count() -> int:
 
 
 def _supervisor_config(lim: SandboxLimits, scratch: str, ns: bool, cg: RunCgroup | None,
-                       status_fd: int, lifeline_fd: int) -> dict:
+                       fds: dict[str, int]) -> dict:
     # Without a user namespace RLIMIT_NPROC counts all of this user's processes, so it is raised by
     # the current count; inside one (Linux >= 5.14) it counts the namespace's own processes.
     nproc = lim.max_processes + 1 if ns else lim.max_processes + _user_process_count()
     return {
         "scratch": scratch, "scratch_mb": lim.scratch_mb, "python": lim.python or sys.executable,
-        "ns": ns, "cgroups": cg.procs_files() if cg else [], "pid_max": 301, "status_fd": status_fd,
-        "lifeline_fd": lifeline_fd,
+        "ns": ns, "cgroups": cg.procs_files() if cg else [], "pid_max": 301, **fds,
         "env": _scrubbed_env(scratch),
         "limits": {"cpu": math.ceil(lim.timeout_s) + 1, "as": lim.memory_mb << 20,
                    "fsize": lim.scratch_mb << 20, "nofile": lim.max_open_files, "nproc": nproc},
@@ -210,9 +225,17 @@ def _classify(report: dict | None, timed_out: bool, overflow: bool, oom: bool,
     return ("ok" if rc == 0 else "error"), rc
 
 
+Check = Callable[[Calls], Any]
+
+
 def run(code: str, *, timeout_s: float | None = None, memory_mb: int | None = None,
-        limits: SandboxLimits | None = None) -> SandboxResult:
-    """Run Python source `code` as a sandboxed program; `timeout_s`/`memory_mb` override `limits`."""
+        limits: SandboxLimits | None = None, check: Check | None = None) -> SandboxResult:
+    """Run Python source `code` as a sandboxed program; `timeout_s`/`memory_mb` override `limits`.
+
+    With `check`, `code` is loaded by `sandbox_harness` and `check(calls)` runs here, in the
+    runner, while the program answers its calls (see `sandbox_calls`); what it returns is the
+    result's `checked`.
+    """
     lim = limits or SandboxLimits()
     if timeout_s is not None or memory_mb is not None:
         lim = lim.replace(**{k: v for k, v in (("timeout_s", timeout_s), ("memory_mb", memory_mb))
@@ -222,13 +245,17 @@ def run(code: str, *, timeout_s: float | None = None, memory_mb: int | None = No
     scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
     cg = None
     try:
-        Path(scratch, "main.py").write_text(code, encoding="utf-8")
+        if check is None:
+            Path(scratch, "main.py").write_text(code, encoding="utf-8")
+        else:
+            shutil.copyfile(HARNESS_SCRIPT, Path(scratch, "main.py"))
+            Path(scratch, "candidate.py").write_text(code, encoding="utf-8")
         if sup.cgroup is not None:
             try:
                 cg = RunCgroup(sup.cgroup, lim.max_processes + 1, (lim.memory_mb + 32) << 20)
             except OSError as exc:
                 _report_once(f"could not create a cgroup for a run ({exc}); using rlimits only")
-        return _run_in(lim, sup, scratch, cg, start)
+        return _run_in(lim, sup, scratch, cg, start, check)
     finally:
         if cg is not None:
             cg.kill_all()
@@ -236,36 +263,64 @@ def run(code: str, *, timeout_s: float | None = None, memory_mb: int | None = No
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run_in(lim: SandboxLimits, sup: SandboxSupport, scratch: str, cg: RunCgroup | None,
-            start: float) -> SandboxResult:
+def _pipes(checked: bool) -> tuple[dict[str, int], dict[str, int], list[int]]:
+    """(fds for the supervisor, the runner's ends, the supervisor's ends to close after the start).
+
+    The runner holds the only write end of the lifeline; if the runner dies, the supervisor sees
+    EOF and kills the program. The status pipe is closed in the program before it starts, so only
+    the supervisor writes it. In a checked run the program gets a request and a reply pipe.
+    """
     status_r, status_w = os.pipe()
-    # The runner holds the only write end of the lifeline; if the runner dies, the supervisor
-    # sees EOF and kills the program.
     lifeline_r, lifeline_w = os.pipe()
-    cfg = _supervisor_config(lim, scratch, sup.namespaces, cg, status_w, lifeline_r)
+    child = {"status_fd": status_w, "lifeline_fd": lifeline_r}
+    mine = {"status": status_r, "lifeline": lifeline_w}
+    if checked:
+        request_r, request_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        os.set_blocking(request_w, False)
+        child.update(request_fd=request_r, reply_fd=reply_w)
+        mine.update(request=request_w, reply=reply_r)
+    return child, mine, list(child.values())
+
+
+def _run_in(lim: SandboxLimits, sup: SandboxSupport, scratch: str, cg: RunCgroup | None,
+            start: float, check: Check | None) -> SandboxResult:
+    child_fds, fds, to_close = _pipes(check is not None)
+    cfg = _supervisor_config(lim, scratch, sup.namespaces, cg, child_fds)
     cmd = [cfg["python"], "-I", "-S", INIT_SCRIPT, json.dumps(cfg)]
     if sup.namespaces:
         cmd = [shutil.which("unshare") or "unshare", *UNSHARE_FLAGS, *cmd]
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, pass_fds=(status_w, lifeline_r),
+                                stderr=subprocess.PIPE, pass_fds=tuple(to_close),
                                 start_new_session=True,
                                 env=cfg["env"], cwd=scratch, close_fds=True)
     except OSError as exc:
-        os.close(status_r)
-        os.close(lifeline_w)
+        for fd in fds.values():
+            os.close(fd)
         return SandboxResult("sandbox_error", None, "", f"sandbox: could not start: {exc}",
                              time.monotonic() - start)
     finally:
-        os.close(status_w)
-        os.close(lifeline_r)
-    deadline = start + lim.timeout_s
+        for fd in to_close:
+            os.close(fd)
+    collector = Collector(proc, fds["status"], start + lim.timeout_s, lim.max_output_bytes,
+                          fds.get("reply"), fds.get("request"), lim.max_reply_bytes)
+    checked, failure = None, None
     try:
-        out = collect_output(proc, status_r, deadline, lim.max_output_bytes)
+        if check is not None:
+            calls = Calls(collector)
+            try:
+                calls.loaded()
+                checked = check(calls)
+            except ProgramFailed as exc:
+                failure = str(exc)
+        out = collector.finish(proc)
     finally:
         leftovers = _stop(proc, cg)
-        os.close(status_r)
-        os.close(lifeline_w)
+        collector.close()
+        for name in ("status", "lifeline", "reply"):
+            if name in fds:
+                os.close(fds[name])
     stdout = out.stdout.decode("utf-8", errors="replace")
     stderr = out.stderr.decode("utf-8", errors="replace")
     started, report = _parse_status(out.status)
@@ -281,7 +336,8 @@ def _run_in(lim: SandboxLimits, sup: SandboxSupport, scratch: str, cg: RunCgroup
         active = ("userns", "netns", "pidns", "mountns", "ipcns", "utsns", *active)
     if cg is not None:
         active += ("cgroup-pids",) + (("cgroup-memory",) if cg.memory is not None else ())
-    return SandboxResult(status, rc, stdout, stderr, time.monotonic() - start, out.overflow, active)
+    return SandboxResult(status, rc, stdout, stderr, time.monotonic() - start, out.overflow, active,
+                         checked, failure)
 
 
 def _stop(proc: subprocess.Popen, cg: RunCgroup | None) -> list[int]:
@@ -314,8 +370,9 @@ def _stop(proc: subprocess.Popen, cg: RunCgroup | None) -> list[int]:
 
 def run_many(codes: list[str], *, timeout_s: float | None = None, memory_mb: int | None = None,
              limits: SandboxLimits | None = None, workers: int | None = None, progress: bool = True,
-             desc: str = "sandbox") -> list[SandboxResult]:
-    """Run many programs concurrently; results in input order.
+             desc: str = "sandbox", checks: list[Check] | None = None) -> list[SandboxResult]:
+    """Run many programs concurrently; results in input order. `checks[i]`, if given, is the
+    check of program i (see `run`).
 
     Each worker thread supervises one sandboxed process at a time, so `workers` programs run at
     once (default: the CPU count). The work happens in the child processes; the threads only wait
@@ -328,10 +385,13 @@ def run_many(codes: list[str], *, timeout_s: float | None = None, memory_mb: int
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     support((limits or SandboxLimits()).isolation)  # probe once, before the threads start
+    if checks is not None and len(checks) != len(codes):
+        raise ValueError(f"{len(codes)} programs but {len(checks)} checks")
     results: list[SandboxResult | None] = [None] * len(codes)
     with ThreadPoolExecutor(max_workers=workers) as pool, \
             tqdm(total=len(codes), desc=desc, disable=not progress) as bar:
-        futures = {pool.submit(run, code, timeout_s=timeout_s, memory_mb=memory_mb, limits=limits): i
+        futures = {pool.submit(run, code, timeout_s=timeout_s, memory_mb=memory_mb, limits=limits,
+                               check=checks[i] if checks else None): i
                    for i, code in enumerate(codes)}
         for future in as_completed(futures):
             results[futures[future]] = future.result()

@@ -10,6 +10,7 @@ write JSON status lines (started; exit code, signal, notes) to a pipe the progra
 """
 
 import ctypes
+import fcntl
 import json
 import os
 import resource
@@ -55,8 +56,10 @@ def _mount(source, target, fstype, flags, data):
 def setup_namespaces(cfg, notes, active):
     """Inside the new namespaces: PID cap, read-only root, tmpfs scratch (each best effort)."""
     scratch, size = cfg["scratch"], f"size={cfg['scratch_mb']}m,mode=0700"
-    with open(os.path.join(scratch, "main.py"), "rb") as f:
-        code = f.read()
+    files = {}
+    for name in os.listdir(scratch):
+        with open(os.path.join(scratch, name), "rb") as f:
+            files[name] = f.read()
     try:  # per-namespace pid_max (Linux >= 6.14); 301 is the kernel's minimum
         with open("/proc/sys/kernel/pid_max", "w") as f:
             f.write(str(cfg["pid_max"]))
@@ -83,8 +86,9 @@ def setup_namespaces(cfg, notes, active):
             _mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, size.replace("0700", "1777"))
         except OSError:
             pass
-    with open(os.path.join(scratch, "main.py"), "wb") as f:
-        f.write(code)
+    for name, data in files.items():
+        with open(os.path.join(scratch, name), "wb") as f:
+            f.write(data)
 
 
 def exec_program(cfg):
@@ -103,11 +107,25 @@ def exec_program(cfg):
                 if LIBC.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() == 22:
                     break
         _check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+        _program_fds(cfg)
         os.chdir(cfg["scratch"])
         os.execve(cfg["python"], [cfg["python"], "-I", "main.py"], cfg["env"])
     except BaseException as exc:  # noqa: BLE001 - report and leave; never return into the supervisor
         os.write(2, f"sandbox: could not start the program: {exc}\n".encode())
     os._exit(126)
+
+
+def _program_fds(cfg):
+    """A checked run's request and reply pipes become the program's fds 3 and 4."""
+    if "request_fd" not in cfg:
+        return
+    originals = (cfg["request_fd"], cfg["reply_fd"])
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in originals]  # dup2 clobbers neither
+    for fd in originals:
+        os.close(fd)
+    for target, fd in zip((3, 4), moved):
+        os.dup2(fd, target)  # inheritable
+        os.close(fd)
 
 
 def _children(pid):
@@ -199,6 +217,9 @@ def main():
     child = os.fork()
     if child == 0:
         exec_program(cfg)
+    for name in ("request_fd", "reply_fd"):  # only the program holds them: EOF when it is gone
+        if name in cfg:
+            os.close(cfg[name])
     report = {"rc": None, "signal": None, "notes": notes, "active": active}
     wait_program(child, cfg["lifeline_fd"], wake_r, report)
     kill_rest(cfg["ns"])
