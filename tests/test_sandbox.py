@@ -75,11 +75,13 @@ def test_infinite_loop_times_out_and_returns():
     assert time.monotonic() - start < 6.0
 
 
-def test_memory_bomb_is_reported_as_memory():
+def test_memory_bomb_is_stopped():
+    # "memory" needs the cgroup's OOM count; without one the rlimit makes it the program's error
+    expected = "memory" if SUPPORT.cgroup is not None and SUPPORT.cgroup.memory_parent else "error"
     res = run("x = bytearray(4 << 30)\n", memory_mb=256)
-    assert res.status == "memory", res
+    assert res.status == expected, res
     grow = run("xs = []\nwhile True:\n    xs.append(bytearray(16 << 20))\n", memory_mb=256, timeout_s=10)
-    assert grow.status == "memory", grow
+    assert grow.status == expected, grow
 
 
 @pytest.mark.skipif(SUPPORT.cgroup is None, reason="per-run cgroups unavailable")

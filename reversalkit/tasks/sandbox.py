@@ -57,7 +57,8 @@ STATUSES = ("ok", "error", "timeout", "memory", "output_limit", "sandbox_error")
 @dataclasses.dataclass
 class SandboxLimits(Config):
     timeout_s: float = option(5.0, "wall-clock limit per program in seconds (CPU limit = ceil + 1)")
-    memory_mb: int = option(1024, "address-space limit per process, and memory limit of the whole tree")
+    memory_mb: int = option(1024, "memory limit of the whole tree (cgroup, resident memory); without a "
+                                  "cgroup, the address-space limit per process")
     max_processes: int = option(32, "processes/threads the program may have at once")
     max_output_bytes: int = option(65536, "bytes kept per stream; more ends the run as output_limit")
     max_reply_bytes: int = option(1 << 20, "largest reply of a checked run's program to one request")
@@ -190,7 +191,10 @@ def _supervisor_config(lim: SandboxLimits, scratch: str, ns: bool, cg: RunCgroup
         "scratch": scratch, "scratch_mb": lim.scratch_mb, "python": lim.python or sys.executable,
         "ns": ns, "cgroups": cg.procs_files() if cg else [], "pid_max": 301, **fds,
         "env": _scrubbed_env(scratch),
-        "limits": {"cpu": math.ceil(lim.timeout_s) + 1, "as": lim.memory_mb << 20,
+        # Address space only where no cgroup bounds resident memory: it counts every thread's
+        # reserved stack (8 MiB each), so ThreadPoolExecutor(8) would not fit in 256 MB.
+        "limits": {"cpu": math.ceil(lim.timeout_s) + 1,
+                   "as": None if cg and cg.memory is not None else lim.memory_mb << 20,
                    "fsize": lim.scratch_mb << 20, "nofile": lim.max_open_files, "nproc": nproc},
     }
 
@@ -204,22 +208,32 @@ def _parse_status(raw: bytes) -> tuple[bool, dict | None]:
         except ValueError:
             continue  # a line cut short by a killed supervisor
     started = any(isinstance(d, dict) and d.get("started") for d in lines)
-    return started, next((d for d in lines if isinstance(d, dict) and "rc" in d), None)
+    report = next((d for d in lines if isinstance(d, dict) and "rc" in d), None)
+    exec_error = next((d["exec_error"] for d in lines if isinstance(d, dict) and "exec_error" in d), None)
+    if report is not None and exec_error is not None:
+        report["exec_error"] = exec_error
+    return started, report
 
 
 def _classify(report: dict | None, timed_out: bool, overflow: bool, oom: bool,
-              stderr: str) -> tuple[str, int | None]:
+              cpu_limit_s: int) -> tuple[str, int | None]:
+    """Status from what the runner saw: its clock, the stream sizes, the cgroup's OOM kills and the
+    supervisor's report (exit status and CPU time from the kernel). The program's output plays no
+    part, so printing "MemoryError" or the runner's messages changes nothing."""
     rc = None
     if report is not None:
         rc = report["rc"] if report["signal"] is None else -report["signal"]
+    if report is not None and report.get("exec_error"):
+        return "sandbox_error", rc
     if overflow:
         return "output_limit", rc
-    if timed_out or rc == -signal.SIGXCPU:
+    # The CPU rlimit's signals count only with the kernel's CPU time to show for them (the
+    # program may send itself SIGXCPU); 1% slack for how rusage rounds the scheduler's time.
+    cpu_out = report is not None and (report.get("cpu_s") or 0) >= 0.99 * cpu_limit_s
+    if timed_out or (cpu_out and rc in (-signal.SIGXCPU, -signal.SIGKILL)):
         return "timeout", rc
-    if oom or any(line.startswith("MemoryError") for line in stderr.splitlines()[-3:]):
+    if oom:
         return "memory", rc
-    if rc == 126 and "sandbox: could not start the program" in stderr:
-        return "sandbox_error", rc
     if report is None:
         return "error", rc
     return ("ok" if rc == 0 else "error"), rc
@@ -328,7 +342,10 @@ def _run_in(lim: SandboxLimits, sup: SandboxSupport, scratch: str, cg: RunCgroup
         _report_once(note)
     if leftovers:
         stderr += f"\nsandbox: processes {leftovers} did not exit within the teardown limit"
-    status, rc = _classify(report, out.timed_out, out.overflow, bool(cg and cg.oom_kills()), stderr)
+    if report and report.get("exec_error"):
+        stderr += f"\nsandbox: could not start the program: {report['exec_error']}"
+    status, rc = _classify(report, out.timed_out, out.overflow, bool(cg and cg.oom_kills()),
+                           cfg["limits"]["cpu"])
     if not started and status == "error":
         status = "sandbox_error"  # the supervisor never ran: the sandbox, not the program, failed
     active = tuple((report or {}).get("active", []))

@@ -19,6 +19,7 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
@@ -97,7 +98,8 @@ def exec_program(cfg):
         lim = cfg["limits"]
         for name, value in (("RLIMIT_CORE", 0), ("RLIMIT_AS", lim["as"]), ("RLIMIT_FSIZE", lim["fsize"]),
                             ("RLIMIT_NOFILE", lim["nofile"]), ("RLIMIT_NPROC", lim["nproc"])):
-            resource.setrlimit(getattr(resource, name), (value, value))
+            if value is not None:  # no address-space limit where a cgroup bounds resident memory
+                resource.setrlimit(getattr(resource, name), (value, value))
         resource.setrlimit(resource.RLIMIT_CPU, (lim["cpu"], lim["cpu"] + 1))
         if cfg["ns"]:
             # Its own session: killpg(0) from the program cannot reach the supervisor or unshare.
@@ -111,7 +113,8 @@ def exec_program(cfg):
         os.chdir(cfg["scratch"])
         os.execve(cfg["python"], [cfg["python"], "-I", "main.py"], cfg["env"])
     except BaseException as exc:  # noqa: BLE001 - report and leave; never return into the supervisor
-        os.write(2, f"sandbox: could not start the program: {exc}\n".encode())
+        # On the status pipe, which closes at exec: the program itself can never write this.
+        os.write(cfg["status_fd"], (json.dumps({"exec_error": str(exc)}) + "\n").encode())
     os._exit(126)
 
 
@@ -171,10 +174,11 @@ def wait_program(child, lifeline, wake, report):
     """Reap children until the program exits (its status goes into `report`) or the runner dies."""
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == child:
+            report["cpu_s"] = usage.ru_utime + usage.ru_stime  # the kernel's count, not the program's
             if os.WIFSIGNALED(status):
                 report["signal"] = os.WTERMSIG(status)
             else:
@@ -195,6 +199,7 @@ def main():
     status_fd = cfg["status_fd"]
     os.set_inheritable(status_fd, False)
     os.set_inheritable(cfg["lifeline_fd"], False)
+    LIBC.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no /proc/<pid>/fd or ptrace into the supervisor
     os.write(status_fd, b'{"started": true}\n')  # tells the runner a missing report is not a start failure
     notes, active = [], []
     for procs in cfg["cgroups"]:
@@ -220,7 +225,7 @@ def main():
     for name in ("request_fd", "reply_fd"):  # only the program holds them: EOF when it is gone
         if name in cfg:
             os.close(cfg[name])
-    report = {"rc": None, "signal": None, "notes": notes, "active": active}
+    report = {"rc": None, "signal": None, "cpu_s": None, "notes": notes, "active": active}
     wait_program(child, cfg["lifeline_fd"], wake_r, report)
     kill_rest(cfg["ns"])
     os.write(status_fd, (json.dumps(report) + "\n").encode())
