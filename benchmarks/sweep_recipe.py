@@ -56,8 +56,9 @@ def _study(overrides: list[str], out: Path):
 
 
 def train_m1(seed: int, out: Path, extra: list[str]) -> Path:
-    """M1 of one seed (the preset's recipe), evaluated on dev; returns its model directory."""
-    _study([*DEV_EVAL, f"seed={seed}", "iterations=1", *extra], out)
+    """M1 of one seed (the preset's recipe; `extra` holds the dev evaluation), evaluated on dev;
+    returns its model directory."""
+    _study([f"seed={seed}", "iterations=1", *extra], out)
     return out / "nodes" / "m1" / "model"
 
 
@@ -113,15 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--m1-set", nargs="*", default=[], help="overrides of M1's training (e.g. "
                     "m1_train.max_steps=300); recorded in the run names")
     ap.add_argument("--table", type=Path, default=None, help="also write the markdown table here")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (num_threads)")
     args = ap.parse_args(argv)
     if args.m1 is not None and len(args.seeds) != 1:
         ap.error("--m1 names one M1: give exactly one seed")
+    base = DEV_EVAL + ([f"num_threads={args.threads}"] if args.threads else [])
     tag = "-".join(s.replace("m1_train.", "").replace("=", "") for s in args.m1_set) or "m1"
     all_rows: dict[str, dict[str, list]] = {v: {} for v in args.variants}
     for seed in args.seeds:
-        m1 = args.m1 or train_m1(seed, args.out / f"seed{seed}" / tag / "m1", args.m1_set)
+        m1 = args.m1 or train_m1(seed, args.out / f"seed{seed}" / tag / "m1", base + args.m1_set)
         for variant in args.variants:
-            res = _study([*DEV_EVAL, f"seed={seed}", METHODS, f"m1={m1}", *args.m1_set, *VARIANTS[variant]],
+            res = _study([*base, f"seed={seed}", METHODS, f"m1={m1}", *args.m1_set, *VARIANTS[variant]],
                          args.out / f"seed{seed}" / tag / variant)
             for method, row in summarize(res).items():
                 all_rows[variant].setdefault(method, []).append(row)

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", help="run directory (overrides out_dir)")
     st.add_argument("--fresh", action="store_true", help="delete an existing run in --out and start over")
     st.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    st.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: independent replicates (M1 and every "
+                    "round per seed) pooled in one report (the `seeds` key)")
 
     sa = sub.add_parser("sample", help="sample completions from a checkpoint and check them")
     sa.add_argument("--model", required=True, help="checkpoint directory or HF id")
@@ -95,6 +97,13 @@ def cmd_study(args: argparse.Namespace) -> int:
         cfg = cfg.replace(out_dir=args.out)
     if args.quiet:
         cfg = cfg.replace(progress=False)
+    if args.seeds:
+        try:
+            seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"--seeds {args.seeds!r}: give comma-separated integers, "
+                             "e.g. --seeds 0,1,2") from None
+        cfg = cfg.replace(seeds=seeds)
     if args.dry_run:
         print(cfg.to_yaml(), end="")
         return 0

@@ -155,6 +155,9 @@ class StudyConfig(Config):
     block_size: int = option(16, "KV-cache block size of the paged engine")
     kv_cache_memory: int | None = option(None, "KV-cache bytes for the engine (None = engine default)")
     seed: int = option(0, "master seed: data order, sampling, pairs; every step derives its own")
+    seeds: tuple[int, ...] = option((), "independent replicates: run the whole study (M1 and every round) "
+                                    "once per seed in <out_dir>/seed<N>/ and pool them in <out_dir>/report "
+                                    "(paired bootstrap CIs over problems); empty = one run with `seed`")
     device: str = option("auto", "'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'")
     num_threads: int | None = option(None, "torch intra-op CPU threads (None = torch's default); results "
                                      "are bit-reproducible for a fixed value")
@@ -166,6 +169,8 @@ class StudyConfig(Config):
         self.methods = tuple(self.methods)
         self.ood_tasks = tuple(self.ood_tasks)
         self.pass_k = tuple(int(k) for k in self.pass_k)
+        self.seeds = tuple(int(x) for x in self.seeds)
+        check(len(set(self.seeds)) == len(self.seeds), f"seeds {self.seeds} repeat a seed")
         check(len(self.methods) > 0, "methods must name at least one of " + ", ".join(METHODS))
         bad = [m for m in self.methods if m not in METHODS]
         check(not bad, f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")

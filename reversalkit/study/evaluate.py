@@ -72,26 +72,31 @@ def level_accuracy(problems: Sequence[Any], greedy: dict[str, bool],
 
 
 def diversity_values(groups: dict[str, list[str]], *, equations: Callable[[str], list[str]] | None,
-                     sbert: Any, sbert_batch_size: int = 64, device: str = "cpu") -> dict[str, list[float]]:
-    """Per-problem diversity values of one kind of samples (correct or incorrect).
+                     sbert: Any, sbert_batch_size: int = 64, device: str = "cpu"
+                     ) -> dict[str, dict[str, float]]:
+    """Per-problem diversity values of one kind of samples (correct or incorrect): metric ->
+    {problem id: value}, for the problems the metric scores.
 
-    groups: problem id -> texts, in the order values are returned; pass groups of one size (see
-    `diversity_groups`). distinct_n / equations / sbert score groups of >= 2 texts (one text has
-    no diversity; a group without equations has no equation score); `unique` counts the distinct
-    texts of every non-empty group. `sbert` is a loaded sentence model or None to skip.
+    groups: problem id -> texts; pass groups of one size (see `diversity_groups`). distinct_n /
+    equations / sbert score groups of >= 2 texts (one text has no diversity; a group without
+    equations has no equation score); `unique` counts the distinct texts of every non-empty group.
+    `sbert` is a loaded sentence model or None to skip.
     """
     keys = [k for k in groups if len(groups[k]) >= 2]
     gl = [groups[k] for k in keys]
-    out: dict[str, list[float]] = {
-        "unique": [float(len(set(texts))) for texts in groups.values() if texts],
-        "distinct_n": list(metrics.distinct_ngrams_avg_groups(gl, 5, min_size=2).scored()) if gl else [],
-        "equations": [], "sbert": []}
+
+    def keyed(scores: Any) -> dict[str, float]:
+        return {k: float(v) for k, v in zip(keys, scores.values) if not math.isnan(v)}
+
+    out: dict[str, dict[str, float]] = {
+        "unique": {k: float(len(set(texts))) for k, texts in groups.items() if texts},
+        "distinct_n": keyed(metrics.distinct_ngrams_avg_groups(gl, 5, min_size=2)) if gl else {},
+        "equations": {}, "sbert": {}}
     if equations is not None and gl:
-        out["equations"] = list(metrics.distinct_equations_groups(gl, equations, min_size=2).scored())
+        out["equations"] = keyed(metrics.distinct_equations_groups(gl, equations, min_size=2))
     if sbert is not None and gl:
-        scores = metrics.sbert_diversity_groups(gl, sbert, device=device, batch_size=sbert_batch_size,
-                                                min_size=2)
-        out["sbert"] = list(scores.scored())
+        out["sbert"] = keyed(metrics.sbert_diversity_groups(gl, sbert, device=device,
+                                                            batch_size=sbert_batch_size, min_size=2))
     return out
 
 
@@ -146,6 +151,7 @@ def summarize_split(problems: Sequence[Any], greedy: Sequence[dict[str, Any]],
     out["diversity_group_size"] = size
     div_ids = ids[:diversity_max_problems] if diversity_max_problems else ids
     out["diversity"] = {}
+    per_problem = out["diversity_per_problem"] = {}
     for label, want in (("correct", True), ("incorrect", False)):
         groups = diversity_groups(by, div_ids, correct=want, size=size) if size >= 2 else {}
         vals = diversity_values(groups, equations=equations, sbert=None)
@@ -154,7 +160,10 @@ def summarize_split(problems: Sequence[Any], greedy: Sequence[dict[str, Any]],
             sub = dict(itertools.islice(groups.items(), sbert_max_problems))
             vals["sbert"] = diversity_values(sub, equations=None, sbert=sbert,
                                              sbert_batch_size=sbert_batch_size, device=sbert_device)["sbert"]
-        out["diversity"][label] = {k: ci_dict(v, n_boot=n_boot, ci=ci, seed=seed) for k, v in vals.items()}
+        out["diversity"][label] = {k: ci_dict(list(v.values()), n_boot=n_boot, ci=ci, seed=seed)
+                                   for k, v in vals.items()}
+        # per problem, for paired comparisons between iterates and pooling over seeds
+        per_problem[label] = {k: v for k, v in vals.items() if k != "unique"}
     return out
 
 

@@ -27,6 +27,7 @@ import torch
 from reversalkit.study import stages
 from reversalkit.study.config import NON_RESULT_KEYS, StudyConfig
 from reversalkit.study.plan import ROOT, Node, method_nodes, node_dir, sampled_by
+from reversalkit.study.pooled_report import pooled_summary, write_pooled_report
 from reversalkit.study.report import write_report
 from reversalkit.study.results import ID_SPLIT, collect_results
 from reversalkit.study.store import RunStore
@@ -55,7 +56,10 @@ class Study:
 
     # ---- driver --------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        """Run (or resume) the study; returns the results dict (also in results.json)."""
+        """Run (or resume) the study; returns the results dict (also in results.json). With
+        `seeds`, one run per seed and their pooled results (see `reversalkit.study.seeds`)."""
+        if self.cfg.seeds:
+            return self._run_seeds()
         cfg = self.cfg
         store = RunStore.open(cfg.out_dir, cfg.to_dict(), fresh=self.fresh,
                               ignore_keys=NON_RESULT_KEYS)
@@ -90,6 +94,30 @@ class Study:
                 self.ws.close()
             store.close()
 
+    def _run_seeds(self) -> dict[str, Any]:
+        from reversalkit.study import seeds as replicates  # noqa: PLC0415
+
+        cfg = self.cfg
+        # seeds can be added to a finished set: each seed's run checks its own config
+        parent = RunStore.open(cfg.out_dir, cfg.to_dict(), fresh=self.fresh,
+                               ignore_keys=(*NON_RESULT_KEYS, "seeds", "seed"))
+        try:
+            runs = []
+            for i, seed in enumerate(cfg.seeds):
+                log.info("seed %d (%d of %d)", seed, i + 1, len(cfg.seeds))
+                sub = cfg.replace(seed=seed, seeds=(), out_dir=str(replicates.seed_dir(cfg.out_dir, seed)))
+                Study(sub, fresh=self.fresh, on_event=self.on_event, task=self.task_override,
+                      ood_tasks=self.ood_override, print_summary=False).run()
+                runs.append((seed, RunStore.read_only(sub.out_dir)))
+            results = replicates.pool_results(cfg, runs)
+            parent.write_json("results.json", results)
+            write_pooled_report(results, parent.path("report"))
+            if self.print_summary:
+                print(pooled_summary(results))
+            return results
+        finally:
+            parent.close()
+
     def _step(self, name: str, fn: Callable[[], dict[str, Any] | None]) -> None:
         assert self.store is not None
         if self.store.is_done(name):
@@ -118,7 +146,8 @@ class Study:
             ws.given_m1()
             ws.save_node(ROOT)
             record = {"source": str(self.cfg.m1), "steps": 0}
-            self.store.write_json(f"{node_dir(ROOT)}/round.json", {"kind": None, "parent": None, "train": record})
+            self.store.write_json(f"{node_dir(ROOT)}/round.json",
+                                  {"kind": None, "parent": None, "train": record})
             log.info("M1 from %s (not trained)", self.cfg.m1)
             return {"m1_source": str(self.cfg.m1)}
         model, tok = ws.base_model()

@@ -4,8 +4,8 @@ Every iterate is M1 followed by a sequence of round kinds, so iterates that shar
 the same model and are trained and evaluated once: Iterative SFT is m1 -> m1-s -> m1-ss -> ...,
 Iterative DPO m1 -> m1-d -> m1-dd, and Iterative SFT-DPO m1 -> m1-s -> m1-sd -> m1-sds, whose first
 round is the SFT method's first round. The gold control arm is m1 -> m1-g -> m1-gg: round t trains
-on gold solutions of the problems of SFT's round t, whose samples come from the SFT chain. Seeds derive from the lineage, not from the method, which
-is what makes that sharing exact.
+on gold solutions of the problems of SFT's round t, whose samples come from the SFT chain. Seeds
+derive from the lineage, not from the method, which is what makes that sharing exact.
 """
 
 from __future__ import annotations

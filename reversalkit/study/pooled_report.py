@@ -1,0 +1,195 @@
+"""The report of a multi-seed study (`seeds: [...]`): the main table, a verdict per method, and one
+figure that shows progress and reversal at a glance.
+
+Input is the pooled results dict of `reversalkit.study.seeds.pool_results` (saved as
+`<out_dir>/results.json`); each seed's own report stays in `<out_dir>/seed<N>/report/`.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+from reversalkit.study.report import _atomic_write, _plt, _save, _style
+from reversalkit.study.tables import fmt, format_table, paper_reference
+
+DIV_LABEL = {"sbert": "SBERT div. (c)", "distinct_n": "distinct-1..5 (c)", "equations": "distinct eqs (c)"}
+
+
+def fmt_gain(c: dict[str, Any] | None) -> str:
+    """'+0.045 [+0.010, +0.080]' for a pooled paired difference."""
+    if not c or c.get("mean") is None:
+        return "-"
+    if c.get("lo") is None:
+        return f"{c['mean']:+.3f}"
+    return f"{c['mean']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]"
+
+
+def _seeds(v: dict[str, Any] | None) -> str:
+    """'0.412 (0.40 0.43 0.41)': the mean over seeds, then each seed's value."""
+    if not v or v.get("mean") is None:
+        return "-"
+    return f"{v['mean']:.3f} ({' '.join(fmt(x, 2) for x in v['seeds'])})"
+
+
+def main_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The main table: one row per method and iteration, pooled over seeds."""
+    sid, oods = results["id_split"], results["ood_splits"]
+    n_top = next((e.get("m1_pass_at_n_on_is", {}).get("n") for ents in results["methods"].values()
+                  for e in ents if e.get("m1_pass_at_n_on_is")), None)
+    header = ["method", "iter", f"pass@1 {sid} (seeds)", f"Δ pass@1 {sid} vs M1 [CI]",
+              *[h for s in oods for h in (f"pass@1 {s}", f"Δ pass@1 {s} vs M1 [CI]")],
+              "|IS|", "|RS|", f"M1 pass@{n_top or 'N'} on IS",
+              "SBERT div. (c)", "Δ SBERT vs M1 [CI]", "distinct-1..5 (c)", "distinct eqs (c)", "train cov."]
+    rows = []
+    for method, entries in results["methods"].items():
+        for e in entries:
+            rows.append([
+                method, str(e["iteration"]), _seeds(e["pass1"].get(sid)),
+                fmt_gain(e["gain"].get(sid, {}).get("pooled")),
+                *[c for s in oods for c in (fmt(e["pass1"].get(s, {}).get("mean")),
+                                            fmt_gain(e["gain"].get(s, {}).get("pooled")))],
+                fmt(e["improved"]["mean"], 1), fmt(e["regressed"]["mean"], 1),
+                fmt((e.get("m1_pass_at_n_on_is") or {}).get("mean")),
+                fmt(e["diversity"]["sbert"]["mean"]), fmt_gain(e["diversity_change"].get("sbert")),
+                fmt(e["diversity"]["distinct_n"]["mean"]), fmt(e["diversity"]["equations"]["mean"]),
+                fmt(e["train_coverage"]["mean"]),
+            ])
+    return header, rows
+
+
+def _above(c: dict[str, Any] | None) -> bool:
+    return bool(c and c.get("lo") is not None and c["lo"] > 0)
+
+
+def _below(c: dict[str, Any] | None) -> bool:
+    return bool(c and c.get("hi") is not None and c["hi"] < 0)
+
+
+def verdicts(results: dict[str, Any]) -> list[str]:
+    """One sentence per method: progress (best iterate vs M1), then the reversal signals at the last."""
+    sid, oods = results["id_split"], results["ood_splits"]
+    lines = []
+    for method, entries in results["methods"].items():
+        rounds = entries[1:]
+        if not rounds:
+            continue
+        best = max(rounds, key=lambda e: (e["pass1"][sid]["mean"] or 0.0, -e["iteration"]))
+        last = rounds[-1]
+        g = best["gain"][sid]["pooled"]
+        per_seed = [c["mean"] for c in best["gain"][sid]["seeds"] if c]
+        up = sum(1 for d in per_seed if d > 0)
+        progress = ("progress" if _above(g) else "no significant progress")
+        parts = [f"**{method}**: {progress}: best iterate M{best['iteration']} {fmt_gain(g)} pass@1 vs M1 "
+                 f"(above M1 in {up} of {len(per_seed)} seeds)"]
+        for key, name in (("sbert", "SBERT"), ("distinct_n", "distinct-n"), ("equations", "equations")):
+            c = last["diversity_change"].get(key)
+            word = "lower" if _below(c) else ("higher" if _above(c) else "unchanged within the CI")
+            parts.append(f"{name} diversity of correct answers at M{last['iteration']} {word} "
+                         f"({fmt_gain(c)})")
+        for s in oods:
+            lg, og = last["gain"][sid]["pooled"], last["gain"].get(s, {}).get("pooled")
+            if lg and og:
+                rel = "smaller than" if og["mean"] < lg["mean"] else "at least"
+                parts.append(f"OOD {s} gain at M{last['iteration']} {fmt_gain(og)}, {rel} the ID gain "
+                             f"{fmt_gain(lg)}")
+        cover = best.get("m1_pass_at_n_on_is") or {}
+        if cover.get("mean") is not None:
+            parts.append(f"M1's pass@{cover['n']} on IS(M{best['iteration']}) {cover['mean']:.2f}")
+        lines.append("; ".join(parts) + ".")
+    return lines
+
+
+def plot_reversal(results: dict[str, Any], out: Path) -> str:
+    """Change vs M1 per iteration and method (pooled, paired CIs): ID pass@1, OOD pass@1, SBERT
+    diversity of correct answers. Progress is the first panel above zero; reversal, the others."""
+    plt = _plt()
+    sid, oods = results["id_split"], results["ood_splits"]
+    panels = [(f"Δ pass@1 {sid}", lambda e: e["gain"].get(sid, {}).get("pooled"))]
+    panels += [(f"Δ pass@1 {s}", lambda e, s=s: e["gain"].get(s, {}).get("pooled")) for s in oods]
+    panels += [("Δ SBERT diversity (correct)", lambda e: e["diversity_change"].get("sbert"))]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (title, getter) in zip(axes[0], panels):
+        ax.axhline(0.0, color="black", lw=0.8)
+        for method, entries in results["methods"].items():
+            color, marker = _style(method)
+            pts = [(e["iteration"], getter(e)) for e in entries[1:]]
+            pts = [(1, {"mean": 0.0, "lo": 0.0, "hi": 0.0})] + [(t, c) for t, c in pts if c]
+            xs = [t for t, _ in pts]
+            ys = [c["mean"] for _, c in pts]
+            err = [[c["mean"] - (c["lo"] if c["lo"] is not None else c["mean"]) for _, c in pts],
+                   [(c["hi"] if c["hi"] is not None else c["mean"]) - c["mean"] for _, c in pts]]
+            ax.errorbar(xs, ys, yerr=err, color=color, marker=marker, capsize=3, label=method)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("iteration")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"vs M1, pooled over seeds {results['seeds']} (95% paired bootstrap CIs over problems)",
+                 fontsize=10)
+    return _save(fig, out / "reversal.png", rect=(0, 0, 1, 0.93))
+
+
+def tidy_csv(results: dict[str, Any]) -> str:
+    """Long-format rows (method, iteration, seed, metric, value) for pandas."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["method", "iteration", "seed", "metric", "value"])
+    seeds = results["seeds"]
+    for method, entries in results["methods"].items():
+        for e in entries:
+            series = {f"pass1_{s}": v for s, v in e["pass1"].items()}
+            series.update({f"pass{k}_{results['id_split']}": v for k, v in e["pass_k"].items()})
+            series.update({f"diversity_correct_{k}": v for k, v in e["diversity"].items()})
+            series.update(train_coverage=e["train_coverage"], improved=e["improved"],
+                          regressed=e["regressed"])
+            for name, v in series.items():
+                for seed, x in zip(seeds, v["seeds"]):
+                    if x is not None:
+                        w.writerow([method, e["iteration"], seed, name, x])
+    return buf.getvalue()
+
+
+def write_pooled_report(results: dict[str, Any], out_dir: str | Path) -> Path:
+    """report.md, index.html, reversal.png and results.csv of a multi-seed study; returns report.md."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fig = plot_reversal(results, out)
+    _atomic_write(out / "results.csv", tidy_csv(results))
+    header, rows = main_rows(results)
+    found = verdicts(results)
+    intro = (f"Task {results['task']}, model {results['model']}, {results['iterations']} iterations, "
+             f"seeds {', '.join(map(str, results['seeds']))} (each a full replicate: M1 and every round). "
+             "Pass@1 is greedy; Δ columns are pooled paired bootstrap 95% CIs over problems; (c) = within "
+             "correct samples. Each seed's full report: seed<N>/report/.")
+    alt = "Change against M1 per iteration: ID pass@1, OOD pass@1 and SBERT diversity of correct answers"
+    md = ["# reversalkit study report (pooled over seeds)", "", intro, "", "## What it found", "",
+          *[f"- {v}" for v in found], "", f"![{alt}]({fig})", "", "## Main table", "",
+          "| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
+          *["| " + " | ".join(r) + " |" for r in rows], "",
+          "Tidy per-seed values for pandas: `results.csv` (method, iteration, seed, metric, value).", "",
+          "## Reference numbers from the paper", "", paper_reference(results), ""]
+    _atomic_write(out / "report.md", "\n".join(md))
+    table = ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+             + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+             + "</table>")
+    items = "".join(f"<li>{html.escape(v).replace('**', '')}</li>" for v in found)
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>reversalkit pooled study</title>"
+            "<style>body{font-family:sans-serif;max-width:1300px;margin:auto}"
+            "table{border-collapse:collapse;font-size:12px}"
+            "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}</style></head><body>"
+            f"<h1>reversalkit study report (pooled over seeds)</h1><p>{html.escape(intro)}</p>"
+            f"<h2>What it found</h2><ul>{items}</ul><img src='{fig}' alt='{html.escape(alt)}' "
+            f"style='max-width:100%'><h2>Main table</h2>{table}<p>Tidy values: <a href='results.csv'>"
+            f"results.csv</a></p><h2>Reference numbers from the paper</h2><pre>"
+            f"{html.escape(paper_reference(results))}</pre></body></html>")
+    _atomic_write(out / "index.html", page)
+    return out / "report.md"
+
+
+def pooled_summary(results: dict[str, Any]) -> str:
+    """The terminal table of a multi-seed study."""
+    header, rows = main_rows(results)
+    lines = [f"pooled over seeds {results['seeds']}", *verdicts(results), format_table(header, rows)]
+    return "\n".join(lines)
