@@ -30,13 +30,22 @@ def _div(e: dict[str, Any], split: str, group: str, key: str) -> dict[str, Any] 
     return e["eval"].get(split, {}).get("diversity", {}).get(group, {}).get(key)
 
 
+def _top_pass_at_n(tr: dict[str, Any] | None) -> str:
+    """'0.95 (N=8)': M1's pass@N on the improvement set at the largest N measured."""
+    curve = (tr or {}).get("m1_pass_at_n_on_is") or {}
+    if not curve:
+        return "-"
+    n = max(curve, key=int)
+    return f"{curve[n]:.2f} (N={n})"
+
+
 def summary_rows(results: dict[str, Any], *, with_ci: bool = False) -> tuple[list[str], list[list[str]]]:
     """Header and rows: one row per method and iteration."""
     sid, oods = results["id_split"], results["ood_splits"]
     f = fmt_ci if with_ci else (lambda c: fmt(_mean(c)))
     header = ["method", "iter", "round", f"pass@1 {sid}", *[f"pass@1 {s}" for s in oods],
-              "distinct-n (c)", "SBERT (c)", "eqs (c)", "uniq/solved", "distinct-n (i)", "IS", "RS",
-              "train cov"]
+              "distinct-1..5 (c)", "SBERT (c)", "eqs (c)", "distinct texts (c)", "scored (c)",
+              "distinct-1..5 (i)", "IS", "RS", "M1 pass@N on IS", "train cov"]
     rows = []
     for method, entries in results["methods"].items():
         for e in entries:
@@ -47,9 +56,10 @@ def summary_rows(results: dict[str, Any], *, with_ci: bool = False) -> tuple[lis
                 *[f(e["eval"].get(s, {}).get("pass1")) for s in oods],
                 f(_div(e, sid, "correct", "distinct_n")), f(_div(e, sid, "correct", "sbert")),
                 f(_div(e, sid, "correct", "equations")), f(_div(e, sid, "correct", "unique")),
+                str((_div(e, sid, "correct", "distinct_n") or {}).get("n", "-")),
                 f(_div(e, sid, "incorrect", "distinct_n")),
                 str(tr["improved"]) if tr else "-", str(tr["regressed"]) if tr else "-",
-                fmt(_mean(e.get("train_coverage"))),
+                _top_pass_at_n(tr), fmt(_mean(e.get("train_coverage"))),
             ])
     return header, rows
 
@@ -59,7 +69,7 @@ def best_iterates(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     sid, oods = results["id_split"], results["ood_splits"]
     header = ["method", "best iter", f"pass@1 {sid} (M1 -> best)",
               *[f"pass@1 {s} (M1 -> best)" for s in oods],
-              "distinct-n (c) (M1 -> best)", "SBERT (c) (M1 -> best)", "IS", "RS"]
+              "distinct-1..5 (c) (M1 -> best)", "SBERT (c) (M1 -> best)", "IS", "RS"]
     rows = []
     for method, entries in results["methods"].items():
         scored = [(e, _mean(e["eval"].get(sid, {}).get("pass1"))) for e in entries]
@@ -96,7 +106,8 @@ def terminal_summary(results: dict[str, Any]) -> str:
     header, rows = summary_rows(results)
     cov = results.get("m1_coverage")
     return (f"study: {results.get('task')} / {results.get('model')}  M1 train coverage {fmt_ci(cov)}\n"
-            "(c) = within correct samples, (i) = within incorrect samples; IS/RS vs M1 on the ID test set\n"
+            "(c) = within correct samples, (i) = within incorrect samples, on groups of k samples per problem "
+            "(scored = problems with k); IS/RS vs M1 on the ID test set\n"
             + format_table(header, rows))
 
 
