@@ -8,15 +8,17 @@ A checked run (`check=`) grades without trusting the program: it loads the code 
 `sandbox_harness` and only answers calls with plain data; the test code and the comparisons run in
 the runner (`sandbox_calls`).
 
-Layers, each used where the machine allows it (`support()` says which; a missing one is reported
-once and the rest still apply):
-- process: its own session/process group, a fresh scratch directory as cwd/HOME/TMPDIR, closed
-  stdin, a scrubbed environment, rlimits (CPU, address space, processes, file size, open files,
-  no core), no_new_privs; a supervisor (`sandbox_init.py`) reaps and kills what is left.
-- namespaces via `unshare`: user, network (no interfaces but a down loopback), PID (the program
-  cannot see or signal anything outside; all of it dies with the namespace), mount (the whole file
-  system read-only, scratch a size-limited tmpfs), IPC, UTS; capabilities dropped.
-- cgroups (`sandbox_cgroup`): a process-count and memory bound on the whole process tree.
+Layers, each used where the machine allows it (`support()` probes once; every result's
+`isolation` lists the layers that held for it and `notes` why others did not, each also warned
+about once):
+- process: its own session/process group, closed stdin, a scrubbed environment, rlimits (CPU,
+  processes, file size, open files, no core; address space only without a memory cgroup),
+  no_new_privs; a supervisor (`sandbox_init.py`) reaps and kills what is left.
+- namespaces (`sandbox_ns`): user, PID, network (a down loopback only), mount, IPC, UTS, cgroup;
+  the program is host `nobody` where the runner is root, without capabilities; its own root holds
+  only what the interpreter needs, read-only, a minimal /dev, its own /proc and a private tmpfs
+  /tmp as scratch: no host socket, FIFO, device, /tmp, home or checkout is in view.
+- cgroups (`sandbox_cgroup`): a process-count and resident-memory bound on the whole tree.
 The runner never blocks past `timeout_s` plus a few seconds of teardown, keeps only the first
 `max_output_bytes` of each stream (more is `output_limit`), and returns only after every process
 of the run is gone.
@@ -48,8 +50,6 @@ from reversalkit.tasks.sandbox_io import Collector, descendants, wait_gone
 
 INIT_SCRIPT = str(Path(__file__).with_name("sandbox_init.py"))
 HARNESS_SCRIPT = Path(__file__).with_name("sandbox_harness.py")
-UNSHARE_FLAGS = ("--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--mount",
-                 "--mount-proc", "--ipc", "--uts")
 SCRATCH_PREFIX = "rk-sandbox-"
 STATUSES = ("ok", "error", "timeout", "memory", "output_limit", "sandbox_error")
 
@@ -94,6 +94,7 @@ class SandboxResult:
     duration_s: float = 0.0
     truncated: bool = False
     isolation: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # why a layer did not hold (each also warned about once)
     checked: Any = None  # what `check` returned, in a checked run that it finished
     check_failure: str | None = None  # why `check` could not finish: the program stopped answering
 
@@ -104,10 +105,13 @@ class SandboxResult:
 
 @dataclasses.dataclass(frozen=True)
 class SandboxSupport:
+    """What this machine allows, from one probe run: `layers` are those that held for it."""
+
     namespaces: bool
     namespace_reason: str | None
     cgroup: CgroupLayout | None
     cgroup_reason: str | None
+    layers: tuple[str, ...] = ()
 
 
 _reported: set[str] = set()  # messages already shown, so that each degradation is reported once
@@ -121,35 +125,24 @@ def _report_once(message: str) -> None:
 
 @functools.lru_cache(maxsize=4)
 def support(isolation: str = "auto") -> SandboxSupport:
-    """Which isolation layers this machine allows (probed once per process and mode)."""
+    """Which isolation layers this machine allows: probed once per process and mode by running
+    an empty program with every layer asked for (each one that fails is warned about once)."""
     if isolation == "none":
         return SandboxSupport(False, "isolation='none'", None, "isolation='none'")
-    ns_reason = None
-    unshare = shutil.which("unshare") or next((p for p in ("/usr/bin/unshare", "/bin/unshare")
-                                               if os.path.exists(p)), None)
-    if unshare is None:
-        ns_reason = "the unshare tool (util-linux) is not installed"
-    else:
-        try:
-            probe = subprocess.run([unshare, *UNSHARE_FLAGS, "true"], capture_output=True, timeout=10,
-                                   stdin=subprocess.DEVNULL)
-            if probe.returncode != 0:
-                ns_reason = probe.stderr.decode(errors="replace").strip() or f"exit code {probe.returncode}"
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            ns_reason = str(exc)
     layout, cg_reason = probe_layout()
     _remove_stale_scratch()
-    if ns_reason:
-        _report_once(f"Linux namespaces are unavailable ({ns_reason}); programs run with rlimits, a "
-                     "process group and a scratch directory, but can see the network and write outside "
-                     "their scratch directory")
+    probe = _run_once("pass\n", SandboxLimits(timeout_s=30.0),
+                      SandboxSupport(True, None, layout, cg_reason), None)
+    namespaces = "userns" in probe.isolation
+    ns_reason = None if namespaces else ("; ".join(probe.notes) or probe.stderr.strip()
+                                         or f"probe status {probe.status}")
     if cg_reason:
         _report_once(f"per-run cgroups are unavailable ({cg_reason}); process and memory limits are "
                      "per process (rlimits) only")
-    if ns_reason and cg_reason and os.geteuid() == 0:
+    if not namespaces and cg_reason and os.geteuid() == 0:
         _report_once("running as root without a user namespace or cgroups: RLIMIT_NPROC does not bind "
                      "root, so only the timeout stops a fork bomb")
-    return SandboxSupport(ns_reason is None, ns_reason, layout, cg_reason)
+    return SandboxSupport(namespaces, ns_reason, layout, cg_reason, probe.isolation)
 
 
 def _remove_stale_scratch() -> None:
@@ -254,7 +247,10 @@ def run(code: str, *, timeout_s: float | None = None, memory_mb: int | None = No
     if timeout_s is not None or memory_mb is not None:
         lim = lim.replace(**{k: v for k, v in (("timeout_s", timeout_s), ("memory_mb", memory_mb))
                              if v is not None})
-    sup = support(lim.isolation)
+    return _run_once(code, lim, support(lim.isolation), check)
+
+
+def _run_once(code: str, lim: SandboxLimits, sup: SandboxSupport, check: Check | None) -> SandboxResult:
     start = time.monotonic()
     scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
     cg = None
@@ -302,8 +298,6 @@ def _run_in(lim: SandboxLimits, sup: SandboxSupport, scratch: str, cg: RunCgroup
     child_fds, fds, to_close = _pipes(check is not None)
     cfg = _supervisor_config(lim, scratch, sup.namespaces, cg, child_fds)
     cmd = [cfg["python"], "-I", "-S", INIT_SCRIPT, json.dumps(cfg)]
-    if sup.namespaces:
-        cmd = [shutil.which("unshare") or "unshare", *UNSHARE_FLAGS, *cmd]
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, pass_fds=tuple(to_close),
@@ -338,7 +332,8 @@ def _run_in(lim: SandboxLimits, sup: SandboxSupport, scratch: str, cg: RunCgroup
     stdout = out.stdout.decode("utf-8", errors="replace")
     stderr = out.stderr.decode("utf-8", errors="replace")
     started, report = _parse_status(out.status)
-    for note in (report or {}).get("notes", []):
+    notes = tuple((report or {}).get("notes", []))
+    for note in notes:
         _report_once(note)
     if leftovers:
         stderr += f"\nsandbox: processes {leftovers} did not exit within the teardown limit"
@@ -349,12 +344,10 @@ def _run_in(lim: SandboxLimits, sup: SandboxSupport, scratch: str, cg: RunCgroup
     if not started and status == "error":
         status = "sandbox_error"  # the supervisor never ran: the sandbox, not the program, failed
     active = tuple((report or {}).get("active", []))
-    if sup.namespaces:
-        active = ("userns", "netns", "pidns", "mountns", "ipcns", "utsns", *active)
     if cg is not None:
         active += ("cgroup-pids",) + (("cgroup-memory",) if cg.memory is not None else ())
     return SandboxResult(status, rc, stdout, stderr, time.monotonic() - start, out.overflow, active,
-                         checked, failure)
+                         notes, checked, failure)
 
 
 def _stop(proc: subprocess.Popen, cg: RunCgroup | None) -> list[int]:

@@ -1,12 +1,12 @@
 """Supervisor of one sandboxed program; `reversalkit.tasks.sandbox` runs this file as a script.
 
-Run as `python -I -S sandbox_init.py '<json config>'`, either as PID 1 of fresh user/PID/mount/
-network namespaces (under `unshare`) or, where those are unavailable, as a plain child. It uses
-the standard library only, so it starts fast and imports nothing from the package. Steps:
-join the run's cgroups; in namespaces, cap the namespace's PID count, make the whole file system
-read-only and mount a size-limited tmpfs as the scratch directory; fork the program with rlimits,
-no capabilities and no_new_privs; reap until the program exits; kill every remaining process; and
-write JSON status lines (started; exit code, signal, notes) to a pipe the program never holds.
+Run as `python -I -S sandbox_init.py '<json config>'`. Standard library only (and its sibling
+`sandbox_ns.py`), so it starts fast. Steps: join the run's cgroups; where `cfg["ns"]`, enter new
+namespaces under an unprivileged identity and build the program's own root (`sandbox_ns`),
+carrying on as the PID namespace's init, with a per-namespace PID cap; fork the program with
+rlimits, no capabilities and no_new_privs; reap until the program exits; kill every remaining
+process; and write JSON status lines (started; exit code, signal, CPU time, the layers that held,
+notes) to a pipe the program never holds.
 """
 
 import ctypes
@@ -18,22 +18,15 @@ import select
 import signal
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sandbox_ns  # noqa: E402 - a sibling file; -I keeps the script's directory off sys.path
+
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
-MS_NOSUID, MS_NODEV, MS_BIND, MS_REMOUNT = 2, 4, 4096, 32
-AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = -100, 0x8000, 1
-SYS_MOUNT_SETATTR = 442  # same number on every architecture (new-syscall table)
-
-
-class MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
-
-
-LIBC = ctypes.CDLL(None, use_errno=True)
+LIBC = sandbox_ns.LIBC
 
 
 def _check(ret, what):
@@ -42,51 +35,45 @@ def _check(ret, what):
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _set_readonly(path, recursive, readonly):
-    attr = MountAttr(MOUNT_ATTR_RDONLY if readonly else 0, 0 if readonly else MOUNT_ATTR_RDONLY, 0, 0)
-    flags = AT_RECURSIVE if recursive else 0
-    _check(LIBC.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), flags, ctypes.byref(attr),
-                        ctypes.sizeof(attr)), f"mount_setattr {path}")
-
-
-def _mount(source, target, fstype, flags, data):
-    _check(LIBC.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
-                      data.encode() if data else None), f"mount {target}")
-
-
-def setup_namespaces(cfg, notes, active):
-    """Inside the new namespaces: PID cap, read-only root, tmpfs scratch (each best effort)."""
-    scratch, size = cfg["scratch"], f"size={cfg['scratch_mb']}m,mode=0700"
+def _scratch_files(scratch):
     files = {}
     for name in os.listdir(scratch):
         with open(os.path.join(scratch, name), "rb") as f:
             files[name] = f.read()
+    return files
+
+
+def prepare_view(cfg, files, sources, notes, active):
+    """In the new namespaces: the program's own root (or, where that fails, the host's files
+    read-only with a tmpfs scratch) holding `files`, then the namespace's PID cap."""
+    try:
+        sandbox_ns.build_root(cfg, files, sources, active)
+        cfg["workdir"] = "/tmp"
+        cfg["env"].update(HOME="/tmp", TMPDIR="/tmp")
+    except OSError as exc:
+        notes.append(f"the program's own root could not be built ({exc}); it sees the host's files "
+                     "read-only, host sockets, FIFOs and devices included")
+        _host_view(cfg, files, notes, active)
     try:  # per-namespace pid_max (Linux >= 6.14); 301 is the kernel's minimum
         with open("/proc/sys/kernel/pid_max", "w") as f:
             f.write(str(cfg["pid_max"]))
         active.append("pid-max")
     except OSError as exc:
         notes.append(f"namespace pid cap unavailable ({exc.strerror})")
-    try:
-        _set_readonly("/", recursive=True, readonly=True)
-        active.append("ro-root")
-    except OSError as exc:
-        notes.append(f"read-only file system view unavailable ({exc})")
-    try:
-        _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, size)
-        active.append("tmpfs-scratch")
-    except OSError as exc:
-        notes.append(f"tmpfs scratch unavailable ({exc}); using the host scratch directory")
+
+
+def _host_view(cfg, files, notes, active):
+    scratch, size = cfg["scratch"], f"size={cfg['scratch_mb']}m,mode=0700"
+    for what, step in (
+            ("ro-root", lambda: sandbox_ns.set_readonly("/")),
+            ("proc", lambda: sandbox_ns.mount("proc", "/proc", "proc", sandbox_ns.MS_NOSUID)),
+            ("tmpfs-scratch", lambda: sandbox_ns.mount("tmpfs", scratch, "tmpfs",
+                                                       sandbox_ns.MS_NOSUID | sandbox_ns.MS_NODEV, size))):
         try:
-            _mount(scratch, scratch, None, MS_BIND, None)
-            _set_readonly(scratch, recursive=False, readonly=False)
-        except OSError as exc2:
-            notes.append(f"scratch bind mount failed ({exc2})")
-    for shm in ("/dev/shm",):  # multiprocessing needs a writable /dev/shm
-        try:
-            _mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, size.replace("0700", "1777"))
-        except OSError:
-            pass
+            step()
+            active.append(what)
+        except OSError as exc:
+            notes.append(f"{what} unavailable ({exc})")
     for name, data in files.items():
         with open(os.path.join(scratch, name), "wb") as f:
             f.write(data)
@@ -101,7 +88,7 @@ def exec_program(cfg):
             if value is not None:  # no address-space limit where a cgroup bounds resident memory
                 resource.setrlimit(getattr(resource, name), (value, value))
         resource.setrlimit(resource.RLIMIT_CPU, (lim["cpu"], lim["cpu"] + 1))
-        if cfg["ns"]:
+        if cfg["in_ns"]:
             # Its own session: killpg(0) from the program cannot reach the supervisor or unshare.
             # (Without namespaces it stays in the supervisor's group, which the runner kills.)
             os.setsid()
@@ -110,7 +97,7 @@ def exec_program(cfg):
                     break
         _check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
         _program_fds(cfg)
-        os.chdir(cfg["scratch"])
+        os.chdir(cfg["workdir"])
         os.execve(cfg["python"], [cfg["python"], "-I", "main.py"], cfg["env"])
     except BaseException as exc:  # noqa: BLE001 - report and leave; never return into the supervisor
         # On the status pipe, which closes at exec: the program itself can never write this.
@@ -196,6 +183,14 @@ def wait_program(child, lifeline, wake, report):
 
 def main():
     cfg = json.loads(sys.argv[1])
+    try:
+        supervise(cfg)
+    except BaseException as exc:  # noqa: BLE001 - the sandbox failed, not the program: say so
+        os.write(cfg["status_fd"], (json.dumps({"exec_error": f"supervisor: {exc!r}"}) + "\n").encode())
+        os._exit(125)
+
+
+def supervise(cfg):
     status_fd = cfg["status_fd"]
     os.set_inheritable(status_fd, False)
     os.set_inheritable(cfg["lifeline_fd"], False)
@@ -208,9 +203,17 @@ def main():
                 f.write("0")
         except OSError as exc:
             notes.append(f"could not join cgroup {procs} ({exc.strerror})")
-    if cfg["ns"]:
-        setup_namespaces(cfg, notes, active)
-    else:
+    cfg["workdir"] = cfg["scratch"]
+    # Read while still the runner's user: in the namespace the scratch directory is not ours.
+    files = _scratch_files(cfg["scratch"]) if cfg["ns"] else {}
+    sources = sandbox_ns.open_sources() if cfg["ns"] else {}
+    cfg["in_ns"] = bool(cfg["ns"]) and sandbox_ns.enter(cfg, notes, active)
+    if cfg["in_ns"]:
+        prepare_view(cfg, files, sources, notes, active)
+    for fd, _, _ in sources.values():
+        if fd is not None:
+            os.close(fd)
+    if not cfg["in_ns"]:
         LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     # SIGCHLD wakes a select() that also watches the lifeline: EOF there means the runner died,
@@ -227,7 +230,7 @@ def main():
             os.close(cfg[name])
     report = {"rc": None, "signal": None, "cpu_s": None, "notes": notes, "active": active}
     wait_program(child, cfg["lifeline_fd"], wake_r, report)
-    kill_rest(cfg["ns"])
+    kill_rest(cfg["in_ns"])
     os.write(status_fd, (json.dumps(report) + "\n").encode())
     os._exit(0)
 
