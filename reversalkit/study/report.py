@@ -236,7 +236,8 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     cov = results.get("m1_coverage")
     intro = (f"Task **{results.get('task')}**, model **{results.get('model')}**, "
              f"{results.get('iterations')} iterations, methods {', '.join(results['methods'])}. "
-             f"M1 coverage on train: {fmt_ci(cov)}.")
+             f"M1: {results.get('m1_source', '-')}; its coverage on train: {fmt_ci(cov)}. "
+             f"ID evaluation: the task's {results.get('id_source', 'test')} split.")
     md = ["# reversalkit study report", "", intro, "", "## Best iterate per method (by ID greedy pass@1)", "",
           _md_table(bheader, brows), "", "## Every iteration", "", _md_table(header, rows), ""]
     for title, fname in figures:

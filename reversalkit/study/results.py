@@ -40,6 +40,8 @@ def collect_results(store: RunStore, config: Any | None = None) -> dict[str, Any
         "ks": list(cfg.ks), "samples_per_problem": cfg.samples_per_problem,
         "eval_samples": cfg.eval_samples,
         "m1_coverage": (m1_samples or {}).get("coverage"),
+        "m1_source": cfg.m1 or "trained from the base model on the gold train set",
+        "id_source": cfg.id_split,
         "methods": {},
     }
     for method in cfg.methods:
