@@ -183,6 +183,7 @@ def _supervisor_config(lim: SandboxLimits, scratch: str, ns: bool, cg: RunCgroup
     return {
         "scratch": scratch, "scratch_mb": lim.scratch_mb, "python": lim.python or sys.executable,
         "ns": ns, "cgroups": cg.procs_files() if cg else [], "pid_max": 301, **fds,
+        "seccomp": lim.isolation != "none",
         "env": _scrubbed_env(scratch),
         # Address space only where no cgroup bounds resident memory: it counts every thread's
         # reserved stack (8 MiB each), so ThreadPoolExecutor(8) would not fit in 256 MB.
@@ -205,6 +206,10 @@ def _parse_status(raw: bytes) -> tuple[bool, dict | None]:
     exec_error = next((d["exec_error"] for d in lines if isinstance(d, dict) and "exec_error" in d), None)
     if report is not None and exec_error is not None:
         report["exec_error"] = exec_error
+    program = next((d["program"] for d in lines if isinstance(d, dict) and "program" in d), None)
+    if report is not None and isinstance(program, dict):  # the layers set up in the program's process
+        report["active"] = report.get("active", []) + list(program.get("active", []))
+        report["notes"] = report.get("notes", []) + list(program.get("notes", []))
     return started, report
 
 

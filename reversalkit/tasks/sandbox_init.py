@@ -19,7 +19,8 @@ import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import sandbox_ns  # noqa: E402 - a sibling file; -I keeps the script's directory off sys.path
+import sandbox_ns  # noqa: E402 - sibling files; -I keeps the script's directory off sys.path
+import sandbox_seccomp  # noqa: E402
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -80,24 +81,36 @@ def _host_view(cfg, files, notes, active):
 
 
 def exec_program(cfg):
-    """In the forked child: limits, no privileges, then exec the interpreter on main.py."""
+    """In the forked child: limits, no privileges, the syscall filter, then exec the interpreter on
+    main.py. The layers that held go on the status pipe, which closes at exec."""
     try:
-        lim = cfg["limits"]
+        lim, active, notes = cfg["limits"], [], []
         for name, value in (("RLIMIT_CORE", 0), ("RLIMIT_AS", lim["as"]), ("RLIMIT_FSIZE", lim["fsize"]),
                             ("RLIMIT_NOFILE", lim["nofile"]), ("RLIMIT_NPROC", lim["nproc"])):
             if value is not None:  # no address-space limit where a cgroup bounds resident memory
                 resource.setrlimit(getattr(resource, name), (value, value))
         resource.setrlimit(resource.RLIMIT_CPU, (lim["cpu"], lim["cpu"] + 1))
         if cfg["in_ns"]:
-            # Its own session: killpg(0) from the program cannot reach the supervisor or unshare.
+            # Its own session: killpg(0) from the program cannot reach the supervisor.
             # (Without namespaces it stays in the supervisor's group, which the runner kills.)
             os.setsid()
             for cap in range(64):  # empty bounding set: exec as in-namespace root grants nothing
                 if LIBC.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() == 22:
                     break
+            active.append("no-caps")
         _check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+        active.append("no-new-privs")
+        if cfg["seccomp"]:
+            try:
+                sandbox_seccomp.install(sandbox_seccomp.build(), LIBC)
+                active.append("seccomp")
+            except OSError as exc:
+                notes.append(f"syscall filter unavailable ({exc}); new namespaces, ptrace, bpf, "
+                             "keyctl, userfaultfd and other socket families are not blocked")
         _program_fds(cfg)
         os.chdir(cfg["workdir"])
+        layers = {"program": {"active": active, "notes": notes}}
+        os.write(cfg["status_fd"], (json.dumps(layers) + "\n").encode())
         os.execve(cfg["python"], [cfg["python"], "-I", "main.py"], cfg["env"])
     except BaseException as exc:  # noqa: BLE001 - report and leave; never return into the supervisor
         # On the status pipe, which closes at exec: the program itself can never write this.
