@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from reversalkit.tasks.base import Problem
-from reversalkit.tasks.mbpp import assert_check, passed
+from reversalkit.tasks.mbpp import assert_check
 from reversalkit.tasks.sandbox import SandboxLimits, run, run_many
 from reversalkit.tasks.sandbox_harness import decode, encode
 
@@ -26,7 +26,7 @@ SUM_SQ = problem(["assert sum_sq([1, 2, 3]) == 14", "assert sum_sq([]) == 0", "a
 
 def grade(prob, code):
     res = run(f"{prob.meta['test_setup_code']}\n{code}\n", limits=LIMITS, check=assert_check(prob))
-    return passed(res), res
+    return res.passed, res
 
 
 def test_honest_program_passes_and_wrong_one_fails():
@@ -177,7 +177,7 @@ def test_run_many_checks_in_order():
              "def sum_sq(xs):\n    return sum(x ** 2 for x in xs)"]
     results = run_many(codes, limits=LIMITS, workers=2, progress=False,
                        checks=[assert_check(SUM_SQ)] * 3)
-    assert [passed(r) for r in results] == [True, False, True]
+    assert [r.passed for r in results] == [True, False, True]
 
 
 def test_codec_round_trips_and_refuses_objects():
@@ -190,3 +190,16 @@ def test_codec_round_trips_and_refuses_objects():
         encode(object())
     with pytest.raises(ValueError):
         decode(["ref", [0, "x"]])
+
+
+def test_checked_run_from_a_process_with_few_open_fds():
+    # There the runner's pipes get the lowest numbers, so the supervisor's status pipe can be fd 3
+    # or 4, where the program's request/reply pipes go: it must be moved out of their way first.
+    import subprocess
+    import sys
+
+    script = ("from reversalkit.tasks.sandbox import run\n"
+              "r = run('def f():\\n    return 1', check=lambda calls: calls.name('f')() == 1)\n"
+              "print(r.passed, r.check_failure)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.stdout == "True None\n", out.stderr

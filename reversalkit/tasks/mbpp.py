@@ -22,7 +22,7 @@ from typing import Any
 from reversalkit.tasks import extract
 from reversalkit.tasks.base import Problem
 from reversalkit.tasks.dataset_task import DatasetTask
-from reversalkit.tasks.sandbox import SandboxLimits, SandboxResult, run, run_many
+from reversalkit.tasks.sandbox import SandboxLimits, run, run_many
 from reversalkit.tasks.sandbox_calls import Calls
 
 # Modules a test may name without importing them (the candidate's own `import math` made them
@@ -86,10 +86,6 @@ def assert_check(problem: Problem):
     return check
 
 
-def passed(result: SandboxResult) -> bool:
-    return result.ok and result.checked is True
-
-
 class MBPPTask(DatasetTask):
     name = "mbpp"
     default_hub_id = "google-research-datasets/mbpp"
@@ -144,7 +140,7 @@ class MBPPTask(DatasetTask):
                                desc="mbpp tests", checks=checks)
         verdicts = [False] * len(texts)
         for i, res in zip(todo, results):
-            verdicts[i] = passed(res)
+            verdicts[i] = res.passed
         return verdicts
 
     def equations(self, text: str) -> list[str]:

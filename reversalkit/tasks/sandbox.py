@@ -102,6 +102,11 @@ class SandboxResult:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def passed(self) -> bool:
+        """A checked run's verdict: its check returned True and the program then exited cleanly."""
+        return self.ok and self.checked is True
+
 
 @dataclasses.dataclass(frozen=True)
 class SandboxSupport:

@@ -84,6 +84,8 @@ def exec_program(cfg):
     """In the forked child: limits, no privileges, the syscall filter, then exec the interpreter on
     main.py. The layers that held go on the status pipe, which closes at exec."""
     try:
+        # the status pipe above 9, where moving the program's pipes to fds 3 and 4 cannot clobber it
+        cfg["status_fd"] = fcntl.fcntl(cfg["status_fd"], fcntl.F_DUPFD_CLOEXEC, 10)
         lim, active, notes = cfg["limits"], [], []
         for name, value in (("RLIMIT_CORE", 0), ("RLIMIT_AS", lim["as"]), ("RLIMIT_FSIZE", lim["fsize"]),
                             ("RLIMIT_NOFILE", lim["nofile"]), ("RLIMIT_NPROC", lim["nproc"])):
