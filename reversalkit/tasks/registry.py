@@ -76,6 +76,7 @@ BUILTIN_TASKS: dict[str, str] = {
     "math": "reversalkit.tasks.math_task:MathTask",
     "csqa": "reversalkit.tasks.csqa:CSQATask",
     "mbpp": "reversalkit.tasks.mbpp:MBPPTask",
+    "humaneval": "reversalkit.tasks.humaneval:HumanEvalTask",
 }
 
 # The process-wide registry: the one place names resolve, so a name registered by user code is
