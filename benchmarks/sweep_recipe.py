@@ -3,6 +3,10 @@
     python -m benchmarks.sweep_recipe --out runs/sweep [--seeds 0 1] [--variants base fresh ...]
     python -m benchmarks.sweep_recipe --out runs/sweep --m1 runs/m1/nodes/m1/model   # reuse an M1
 
+The table in benchmarks/RESULTS.md reused the M1 of seed 0 trained as the study trains it
+(`reversalkit study --preset tiny --set "seeds=[]" --set iterations=1 --set num_threads=1 --out
+runs/m1`) and ran with `--threads 1`.
+
 Each seed trains (or reuses) one M1 with the tiny preset, then every variant runs its rounds from
 that same M1 as a full study (`Study`, resumable) whose in-distribution evaluation is the
 synthetic task's `dev` split (`id_split=dev`), greedy only, with no OOD set: the test and OOD
@@ -18,6 +22,7 @@ chosen reward of each round's last steps; written to stdout and, as markdown, to
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import statistics
@@ -43,8 +48,16 @@ VARIANTS: dict[str, list[str]] = {
     "fresh_lr1e-4_cap2": ["sample_draw=fresh", "sft_train.lr=1e-4", "dpo_train.lr=2e-5",
                           "sft_max_per_problem=2", "pairs_per_problem=2"],
     "fresh800_lr1e-4": ["sample_draw=fresh", "sample_size=800", "sft_train.lr=1e-4", "dpo_train.lr=2e-5"],
+    "all_n4_lr1e-4_nll": ["sample_size=null", "samples_per_problem=4", "sft_train.lr=1e-4",
+                          "dpo_train.lr=2e-5", "nll_weight=1.0"],
+    "all_n4_lr1e-4_nll_cap2": ["sample_size=null", "samples_per_problem=4", "sft_train.lr=1e-4",
+                               "dpo_train.lr=2e-5", "nll_weight=1.0", "sft_max_per_problem=2",
+                               "pairs_per_problem=2"],
 }
-METHODS = "methods=[sft, dpo]"
+# The recipe the sweep starts from (the preset's before the sweep chose fresh draws and the NLL
+# term), pinned so that every variant below means the same whatever the preset holds now.
+SWEEP_BASE = ["methods=[sft, dpo]", "seeds=[]", "sample_draw=fixed", "nll_weight=0.0", "sample_size=400",
+              "sft_train.lr=3e-4", "dpo_train.lr=5e-5", "samples_per_problem=8"]
 COLLAPSE = 0.05
 
 
@@ -58,7 +71,7 @@ def _study(overrides: list[str], out: Path):
 def train_m1(seed: int, out: Path, extra: list[str]) -> Path:
     """M1 of one seed (the preset's recipe; `extra` holds the dev evaluation), evaluated on dev;
     returns its model directory."""
-    _study([f"seed={seed}", "iterations=1", *extra], out)
+    _study([f"seed={seed}", "seeds=[]", "iterations=1", *extra], out)
     return out / "nodes" / "m1" / "model"
 
 
@@ -68,14 +81,27 @@ def _chosen_reward(train: dict[str, Any] | None) -> float | None:
     return statistics.fmean(tail) if tail else None
 
 
-def summarize(results: dict[str, Any]) -> dict[str, dict[str, list]]:
-    """method -> {"pass1": [...], "coverage": [...], "chosen": [...]} by iteration."""
+def _correct(run: Path, node: str) -> list[float]:
+    """Greedy correctness per dev problem of one iterate, in problem order."""
+    with gzip.open(run / "nodes" / node / "eval" / "id.greedy.jsonl.gz", "rt") as fh:
+        return [float(json.loads(line)["correct"]) for line in fh]
+
+
+def summarize(results: dict[str, Any], run: Path) -> dict[str, dict[str, list]]:
+    """method -> {"pass1", "coverage", "chosen", "gain_ci"} by iteration; gain_ci is the paired
+    bootstrap 95% CI over dev problems of pass@1(M_t) - pass@1(M1)."""
+    from reversalkit.metrics import paired_bootstrap_ci  # noqa: PLC0415
+
     out = {}
     for method, entries in results["methods"].items():
+        m1 = _correct(run, entries[0]["node"])
+        gains = [paired_bootstrap_ci(_correct(run, e["node"]), m1, n_resamples=2000, seed=0)
+                 for e in entries[1:]]
         out[method] = {
             "pass1": [e["eval"]["id"]["pass1"]["mean"] for e in entries],
             "coverage": [(e.get("train_coverage") or {}).get("mean") for e in entries],
             "chosen": [_chosen_reward(e.get("train")) for e in entries[1:]],
+            "gain_ci": [[g.mean, g.low, g.high] for g in gains],
         }
     return out
 
@@ -91,16 +117,24 @@ def _fmt(values: list, digits: int = 3) -> str:
     return " ".join("-" if v is None else f"{v:.{digits}f}" for v in values)
 
 
+def _best_ci(row: dict[str, list]) -> str:
+    best = max(range(len(row["gain_ci"])), key=lambda i: row["pass1"][i + 1])
+    mean, lo, hi = row["gain_ci"][best]
+    return f"M{best + 2}: {mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
 def table(all_rows: dict[str, dict[str, list[dict[str, list]]]]) -> str:
     lines = ["| variant | method | dev pass@1 by iteration (per seed) | best gain | worst last change | "
-             "train coverage (seed 1) | DPO chosen reward, end of round (seed 1) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "paired 95% CI of the best iterate's gain (first seed) | train coverage (first seed) | "
+             "DPO chosen reward, end of round (first seed) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for variant, methods in all_rows.items():
         for method, rows in methods.items():
             gain, last = score(rows)
             flag = " (collapse)" if last < -COLLAPSE else ""
             lines.append(f"| {variant} | {method} | {' / '.join(_fmt(r['pass1']) for r in rows)} | "
-                         f"{gain:+.3f} | {last:+.3f}{flag} | {_fmt(rows[0]['coverage'])} | "
+                         f"{gain:+.3f} | {last:+.3f}{flag} | {_best_ci(rows[0])} | "
+                         f"{_fmt(rows[0]['coverage'])} | "
                          f"{_fmt(rows[0]['chosen'], 2) if method == 'dpo' else ''} |")
     return "\n".join(lines)
 
@@ -124,12 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         m1 = args.m1 or train_m1(seed, args.out / f"seed{seed}" / tag / "m1", base + args.m1_set)
         for variant in args.variants:
-            res = _study([*base, f"seed={seed}", METHODS, f"m1={m1}", *args.m1_set, *VARIANTS[variant]],
+            res = _study([*base, f"seed={seed}", *SWEEP_BASE, f"m1={m1}", *args.m1_set, *VARIANTS[variant]],
                          args.out / f"seed{seed}" / tag / variant)
-            for method, row in summarize(res).items():
+            rows = summarize(res, args.out / f"seed{seed}" / tag / variant)
+            for method, row in rows.items():
                 all_rows[variant].setdefault(method, []).append(row)
-            print(f"seed {seed} {variant}: " + "; ".join(
-                f"{m} {_fmt(r['pass1'])}" for m, r in summarize(res).items()), flush=True)
+            print(f"seed {seed} {variant}: " + "; ".join(f"{m} {_fmt(r['pass1'])}" for m, r in rows.items()),
+                  flush=True)
     text = table(all_rows)
     print(text)
     (args.out / f"sweep-{tag}.json").write_text(json.dumps(all_rows, indent=1))

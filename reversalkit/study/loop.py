@@ -209,6 +209,11 @@ class Study:
         log.info("%s: %s round on %s from %s", node.name, node.kind, stats, start)
         ws.mark_training()
         record = stages.train_round(model, tok, node.kind, data, tcfg, ref, progress=cfg.progress)
+        if record.get("chosen_rewards"):
+            log.info("%s: DPO chosen reward %s, rejected %s, reward accuracy %s (first -> last quarter "
+                     "of the round's steps)", node.name, *(_quarters(record[k]) for k in
+                                                           ("chosen_rewards", "rejected_rewards",
+                                                            "reward_accuracy")))
         ws.save_node(node.name)
         self.store.write_json(f"{node_dir(node.name)}/round.json",
                               {"kind": node.kind, "parent": node.parent, "start": start, "data": stats,
@@ -235,6 +240,12 @@ class Study:
         p1 = {s: m["pass1"]["mean"] for s, m in splits.items()}
         log.info("%s: greedy pass@1 %s", name, ", ".join(f"{s} {v:.3f}" for s, v in p1.items()))
         return {"pass1": p1.get(ID_SPLIT)}
+
+
+def _quarters(values: list[float]) -> str:
+    """'a -> b': means of the first and the last quarter of a per-step series."""
+    q = max(1, len(values) // 4)
+    return f"{sum(values[:q]) / q:+.3f} -> {sum(values[-q:]) / q:+.3f}"
 
 
 def _ref_tensors(ref: torch.Tensor) -> dict[str, torch.Tensor]:
