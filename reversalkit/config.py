@@ -57,7 +57,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except (TypeError, ValueError):
                 continue
-        return value
+        names = " or ".join(_type_name(a) for a in args)
+        raise ValueError(f"{where}: expected {names}, got {value!r}")
     if origin is tuple or tp is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -70,20 +71,64 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             inner = args[0] if args else None
             return [_coerce(v, inner, where) if inner else v for v in value]
         raise ValueError(f"{where}: expected a list, got {value!r}")
-    if tp is float and isinstance(value, (int, str)) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, str):
-        return int(value)
-    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if tp is bool and isinstance(value, str):
-        low = value.lower()
-        if low in ("true", "1", "yes", "on"):
-            return True
-        if low in ("false", "0", "no", "off"):
-            return False
-        raise ValueError(f"{where}: expected true/false, got {value!r}")
+    if origin is dict or tp is dict:
+        if isinstance(value, dict):
+            return value
+        raise ValueError(f"{where}: expected a mapping (e.g. {{key: value}}), got {value!r}")
+    if tp in (int, float, str, bool):
+        return _scalar(value, tp, where)
     return value
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false"}
+    if tp in names:
+        return names[tp]
+    if typing.get_origin(tp) in (tuple, list) or tp in (tuple, list):
+        return "a list"
+    if typing.get_origin(tp) is dict or tp is dict:
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _scalar(value: Any, tp: type, where: str) -> Any:
+    """A YAML/CLI scalar as int, float, str or bool; anything that would change its meaning on
+    the way (2.5 for an int, "abc" for a number, 1 for a bool) is an error naming the key."""
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "false", "no", "off"):
+            return value.lower() in ("true", "yes", "on")
+        raise ValueError(f"{where}: expected true/false, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError(f"{where}: expected a string, got {value!r}")
+    if isinstance(value, bool):
+        raise ValueError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if tp is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ValueError(f"{where}: expected an integer, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:  # YAML reads 3e-4 (no dot) as a string
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"{where}: expected a number, got {value!r}")
 
 
 @dataclasses.dataclass

@@ -1,5 +1,7 @@
 """StudyConfig: presets, YAML, overrides, validation messages, derived values."""
 
+import re
+
 import pytest
 
 from reversalkit.study.config import StudyConfig, preset_names
@@ -89,3 +91,25 @@ def test_sbert_batch_defaults_to_the_sentence_models_device():
     assert stages.sbert_batch_size(SimpleNamespace(device="cpu")) == 64
     with pytest.raises(ValueError, match="sbert_batch_size"):
         StudyConfig(sbert_batch_size=0)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("iterations=2.5", "iterations: expected an integer, got 2.5"),
+    ("sft_train.lr=abc", "sft_train.lr: expected a number, got 'abc'"),
+    ("seeds=[0, 1.5]", "seeds: expected an integer, got 1.5"),
+    ("num_threads=two", "num_threads: expected an integer or null, got 'two'"),
+    ("progress=maybe", "progress: expected true/false, got 'maybe'"),
+    ("task_options=5", "task_options: expected a mapping"),
+    ("max_new_tokens=true", "max_new_tokens: expected an integer, got True"),
+])
+def test_values_of_the_wrong_type_name_the_key(override, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        StudyConfig.preset("tiny").with_overrides([override])
+
+
+def test_unambiguous_values_convert():
+    cfg = StudyConfig.preset("tiny").with_overrides(["iterations=3.0", "sft_train.lr=3e-4",
+                                                     "sample_size=null", "dpo_train.autocast_bf16=on",
+                                                     "seeds=[]"])
+    assert cfg.iterations == 3 and isinstance(cfg.iterations, int) and cfg.sft_train.lr == 3e-4
+    assert cfg.sample_size is None and cfg.dpo_train.autocast_bf16 == "on" and cfg.seeds == ()
