@@ -221,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RunLockedError) as exc:
         print(f"reversalkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # one line, no traceback; Study says where it stopped
+        where = str(exc) or "stopped; run the same command to resume"
+        print(f"reversalkit {args.command}: {where}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

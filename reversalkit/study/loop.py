@@ -38,6 +38,14 @@ log = logging.getLogger("reversalkit.study")
 EventHook = Callable[[str, str], None]
 
 
+class StudyInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a step: the step's partial work is discarded and a rerun resumes there."""
+
+    def __init__(self, step: str, run_dir: str):
+        super().__init__(f"stopped in {step} of {run_dir}; run the same command to resume")
+        self.step, self.run_dir = step, run_dir
+
+
 class Study:
     """One study run. `on_event(kind, name)` is called with kind 'step_start', 'artifact' (a file
     or directory just landed) and 'step_done'; `task` / `ood_tasks` accept task objects that
@@ -52,6 +60,7 @@ class Study:
         self.ood_override = ood_tasks or {}
         self.print_summary = print_summary
         self.store: RunStore | None = None
+        self._times: dict[str, list[float]] = {}  # seconds of each step kind in this invocation
         self.ws: Workspace | None = None
 
     # ---- driver --------------------------------------------------------------------------
@@ -118,17 +127,47 @@ class Study:
         finally:
             parent.close()
 
+    def planned_steps(self) -> list[str]:
+        """Every step of the run, in the order the loop takes them."""
+        cfg, steps = self.cfg, ["m1/train", "m1/eval"]
+        for method in sorted(cfg.methods, key=lambda m: m == "gold"):
+            chain = method_nodes(cfg.round_kinds(method))
+            for node in chain[1:]:
+                steps.append(f"{sampled_by(node)}/sample")
+                if node.kind == "dpo":
+                    steps.append(f"{node.name}/ref")
+                steps += [f"{node.name}/train", f"{node.name}/eval"]
+        return list(dict.fromkeys(steps))
+
     def _step(self, name: str, fn: Callable[[], dict[str, Any] | None]) -> None:
         assert self.store is not None
         if self.store.is_done(name):
             return
         self.on_event("step_start", name)
         t0, c0 = time.perf_counter(), time.process_time()
-        info = fn() or {}
+        try:
+            info = fn() or {}
+        except KeyboardInterrupt:
+            log.warning("interrupted in step %s; run the same command to resume", name)
+            raise StudyInterrupted(name, str(self.store.root)) from None
+        except Exception:
+            log.exception("step %s failed; rerunning the same command resumes at this step", name)
+            raise
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         self.store.mark_done(name, seconds=round(seconds, 3), cpu_seconds=round(cpu, 3), **info)
-        log.info("step %s done in %.1f s (%.1f s CPU)", name, seconds, cpu)
+        log.info("step %s done in %.1f s (%.1f s CPU); %s", name, seconds, cpu, self._eta(name, seconds))
         self.on_event("step_done", name)
+
+    def _eta(self, name: str, seconds: float) -> str:
+        """'step i of N, about M min left', from the time steps of each kind took so far."""
+        kind = name.rsplit("/", 1)[-1]
+        self._times.setdefault(kind, []).append(seconds)
+        plan = self.planned_steps()
+        left = [s for s in plan if not self.store.is_done(s)]
+        mean = {k: sum(v) / len(v) for k, v in self._times.items()}
+        overall = sum(sum(v) for v in self._times.values()) / sum(len(v) for v in self._times.values())
+        eta = sum(mean.get(s.rsplit("/", 1)[-1], overall) for s in left)
+        return f"step {len(plan) - len(left)} of {len(plan)}, about {eta / 60:.1f} min left"
 
     def _round(self, node: Node, parent: Node) -> None:
         assert node.parent == parent.name and node.kind is not None
