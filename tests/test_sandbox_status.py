@@ -79,3 +79,13 @@ def test_without_a_memory_cgroup_the_address_space_limit_holds():
     # is only its own text, so the runner calls it an error
     res = run("x = bytearray(4 << 30)\n", memory_mb=256, limits=SandboxLimits(isolation="none"))
     assert res.status == "error" and "MemoryError" in res.stderr and "cgroup-memory" not in res.isolation
+
+
+def test_a_supervisor_failure_is_a_sandbox_error():
+    # what the supervisor writes when it fails after starting (here: a failed namespace setup)
+    raw = repr({"started": True}).encode() + b"\n" + repr({"exec_error": "supervisor: OSError()"}).encode()
+    started, report = sandbox._parse_status(raw + b"\n")
+    assert started and report["exec_error"] == "supervisor: OSError()"
+    assert sandbox._classify(report, False, False, False, 6) == ("sandbox_error", None)
+    # a garbled or missing report is the program's failure only if the supervisor never failed
+    assert sandbox._parse_status(b"{'started': True}\n{'rc': 0, 'sig")[1] is None

@@ -26,9 +26,9 @@ of the run is gone.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
-import json
 import math
 import os
 import shutil
@@ -128,10 +128,14 @@ def _report_once(message: str) -> None:
         warnings.warn(f"reversalkit sandbox: {message}", RuntimeWarning, stacklevel=3)
 
 
-@functools.lru_cache(maxsize=4)
 def support(isolation: str = "auto") -> SandboxSupport:
     """Which isolation layers this machine allows: probed once per process and mode by running
     an empty program with every layer asked for (each one that fails is warned about once)."""
+    return _support(isolation)
+
+
+@functools.lru_cache(maxsize=4)
+def _support(isolation: str) -> SandboxSupport:
     if isolation == "none":
         return SandboxSupport(False, "isolation='none'", None, "isolation='none'")
     layout, cg_reason = probe_layout()
@@ -199,18 +203,18 @@ def _supervisor_config(lim: SandboxLimits, scratch: str, ns: bool, cg: RunCgroup
 
 
 def _parse_status(raw: bytes) -> tuple[bool, dict | None]:
-    """(supervisor started, its final report or None) from the status pipe's JSON lines."""
+    """(supervisor started, its final report or None) from the status pipe's lines."""
     lines = []
     for line in raw.decode("utf-8", errors="replace").splitlines():
         try:
-            lines.append(json.loads(line))
-        except ValueError:
+            lines.append(ast.literal_eval(line))  # the supervisor writes repr()s of plain data
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
             continue  # a line cut short by a killed supervisor
     started = any(isinstance(d, dict) and d.get("started") for d in lines)
     report = next((d for d in lines if isinstance(d, dict) and "rc" in d), None)
     exec_error = next((d["exec_error"] for d in lines if isinstance(d, dict) and "exec_error" in d), None)
-    if report is not None and exec_error is not None:
-        report["exec_error"] = exec_error
+    if exec_error is not None:  # the sandbox failed (the program's start or the supervisor itself)
+        report = {"rc": None, "signal": None, **(report or {}), "exec_error": exec_error}
     program = next((d["program"] for d in lines if isinstance(d, dict) and "program" in d), None)
     if report is not None and isinstance(program, dict):  # the layers set up in the program's process
         report["active"] = report.get("active", []) + list(program.get("active", []))
@@ -307,7 +311,7 @@ def _run_in(lim: SandboxLimits, sup: SandboxSupport, scratch: str, cg: RunCgroup
             start: float, check: Check | None) -> SandboxResult:
     child_fds, fds, to_close = _pipes(check is not None)
     cfg = _supervisor_config(lim, scratch, sup.namespaces, cg, child_fds)
-    cmd = [cfg["python"], "-I", "-S", INIT_SCRIPT, json.dumps(cfg)]
+    cmd = [cfg["python"], "-I", "-S", INIT_SCRIPT, repr(cfg)]
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, pass_fds=tuple(to_close),

@@ -84,8 +84,11 @@ def decode(data, resolve=None):
         return complex(decode(payload[0]), decode(payload[1]))
     if tag in ("bytes", "bytearray"):
         return (bytes if tag == "bytes" else bytearray).fromhex(payload)
-    if tag == "range":
-        return range(*(int(x) for x in payload))
+    if tag == "range":  # bounded: a lazy range must not turn into a huge list on the grader's side
+        value = range(*(int(x) for x in payload))
+        if len(value) > MAX_ITER_ITEMS:
+            raise ValueError(f"a range of more than {MAX_ITER_ITEMS} items")
+        return value
     if tag == "dict":
         return {decode(k, resolve): decode(v, resolve) for k, v in payload}
     seq = {"tuple": tuple, "list": list, "frozenset": frozenset, "set": set, "iter": list}.get(tag)
