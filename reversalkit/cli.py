@@ -80,7 +80,12 @@ def load_config(args: argparse.Namespace):
         cfg = StudyConfig.from_yaml(args.config)
     else:
         cfg = StudyConfig.preset(args.preset) if args.preset else StudyConfig()
-    return cfg.with_overrides(args.overrides) if args.overrides else cfg
+    if not args.overrides:
+        return cfg
+    out = cfg.with_overrides(args.overrides)
+    if out.task != cfg.task and out.task_options == cfg.task_options:
+        out = out.replace(task_options={})  # the preset's task options belong to the preset's task
+    return out
 
 
 def cmd_study(args: argparse.Namespace) -> int:

@@ -33,6 +33,8 @@ from reversalkit.study.results import ID_SPLIT, collect_results
 from reversalkit.study.store import RunStore
 from reversalkit.study.tables import terminal_summary
 from reversalkit.study.workspace import Workspace
+from reversalkit.tasks import get_task
+from reversalkit.tasks.registry import task_spec
 
 log = logging.getLogger("reversalkit.study")
 EventHook = Callable[[str, str], None]
@@ -69,6 +71,7 @@ class Study:
         `seeds`, one run per seed and their pooled results (see `reversalkit.study.seeds`)."""
         if self.cfg.seeds:
             return self._run_seeds()
+        task = self._resolve_task()  # a bad task fails here, before the run directory exists
         cfg = self.cfg
         store = RunStore.open(cfg.out_dir, cfg.to_dict(), fresh=self.fresh,
                               ignore_keys=NON_RESULT_KEYS)
@@ -80,7 +83,8 @@ class Study:
             torch.set_num_threads(cfg.num_threads)
         try:
             log.info("study in %s (%d steps already done)", store.root, len(store.steps()))
-            self.ws = Workspace(cfg, store, task=self.task_override, ood_tasks=self.ood_override)
+            self.ws = Workspace(cfg, store, task=task, ood_tasks=self.ood_override)
+            _check_task_identity(store, {"task": task_spec(task), "problems": self.ws.problem_digest()})
             self._step("m1/train", self._train_m1)
             self._step("m1/eval", lambda: self._evaluate(ROOT))
             for method in sorted(cfg.methods, key=lambda m: m == "gold"):  # gold reuses SFT's samples
@@ -126,6 +130,15 @@ class Study:
             return results
         finally:
             parent.close()
+
+    def _resolve_task(self) -> Any:
+        """The study's task object. A task object or class given to `Study` is recorded in the
+        config by its name or 'module:Class' (the preset's task options do not apply to it)."""
+        if self.task_override is None:
+            return get_task(self.cfg.task, **dict(self.cfg.task_options))
+        task = get_task(self.task_override)
+        self.cfg = self.cfg.replace(task=task_spec(task), task_options={})
+        return task
 
     def planned_steps(self) -> list[str]:
         """Every step of the run, in the order the loop takes them."""
@@ -279,6 +292,20 @@ class Study:
         p1 = {s: m["pass1"]["mean"] for s, m in splits.items()}
         log.info("%s: greedy pass@1 %s", name, ", ".join(f"{s} {v:.3f}" for s, v in p1.items()))
         return {"pass1": p1.get(ID_SPLIT)}
+
+
+def _check_task_identity(store: RunStore, identity: dict[str, str]) -> None:
+    """Record the task and a digest of its problems on a run's first start; refuse a resume whose
+    task or problems differ (a task object can change without changing the config)."""
+    old = store.meta("task_identity")
+    if old is None:
+        store.set_meta("task_identity", identity)
+        return
+    changed = [f"{k}: {old.get(k)} -> {v}" for k, v in identity.items() if old.get(k) != v]
+    if changed:
+        raise ValueError(f"{store.root} holds a run of another task or other problems:\n  "
+                         + "\n  ".join(changed) + "\nRerun with the original task to resume it, pass "
+                         "--fresh (fresh=True) to start over, or choose another --out directory.")
 
 
 def _quarters(values: list[float]) -> str:

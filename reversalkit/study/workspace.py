@@ -9,6 +9,8 @@ run store (atomic directory rename).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 from pathlib import Path
@@ -69,6 +71,15 @@ class Workspace:
         sizes = ", ".join(f"{k} {len(v[1])}" for k, v in self.eval_sets.items())
         log.info("task %s: train %d, %s; device %s", getattr(self.task, "name", "?"), len(self.train),
                  sizes, self.device)
+
+    def problem_digest(self) -> str:
+        """sha256 of the ids, prompts and answers of the train problems and every test set."""
+        h = hashlib.sha256()
+        sets = [("train", self.train)] + [(k, ps) for k, (_, ps) in self.eval_sets.items()]
+        for label, problems in sets:
+            for p in problems:
+                h.update(json.dumps([label, str(p.id), p.prompt, str(p.answer)]).encode())
+        return h.hexdigest()[:16]
 
     def sample_problems(self, iteration: int) -> list[Any]:
         """The train problems the iterate of `iteration` samples for the next round (`sample_draw`).

@@ -40,6 +40,8 @@ class TaskRegistry:
         self._entries.pop(name, None)
 
     def factory(self, name: str) -> TaskFactory:
+        if name not in self._entries and ":" in name:
+            return _import_factory(name)
         if name not in self._entries:
             raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(self.names())}. "
                              "Register your own with reversalkit.tasks.register_task(name, factory) "
@@ -68,6 +70,35 @@ class TaskRegistry:
             raise TypeError(f"{where} does not follow the Task protocol: missing {', '.join(missing)} "
                             "(see reversalkit.tasks.Task)")
         return task
+
+
+def _import_factory(spec: str) -> TaskFactory:
+    """A task class given as 'package.module:Class' (a user's own task, from YAML or the CLI)."""
+    module, _, attr = spec.partition(":")
+    try:
+        found = getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"task {spec!r}: cannot import module {module!r} ({exc}); is it installed or on "
+                         "PYTHONPATH?") from None
+    except AttributeError:
+        raise ValueError(f"task {spec!r}: module {module!r} has no attribute {attr!r}") from None
+    if not callable(found):
+        raise ValueError(f"task {spec!r}: {attr!r} is not a class or factory")
+    return found
+
+
+def task_spec(task: Any) -> str:
+    """How a task object is named in a run's config: its registered name where it has one that
+    resolves to its class, else 'module:Class'."""
+    name = getattr(task, "name", None)
+    cls = type(task)
+    if isinstance(name, str) and name in REGISTRY.names():
+        try:
+            if REGISTRY.factory(name) is cls:
+                return name
+        except ValueError:
+            pass
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 BUILTIN_TASKS: dict[str, str] = {
