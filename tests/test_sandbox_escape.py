@@ -184,3 +184,25 @@ def test_runs_cannot_see_each_other():
     assert plain[1].stdout != "[]\n", plain  # without isolation the other run's scratch is found
     results = run_many([writer, seeker], limits=LIMITS, workers=2, progress=False)
     assert results[0].status == "ok" and results[1].stdout == "[]\n", results
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root runner can hand the program to nobody")
+def test_without_namespaces_a_root_runner_still_drops_to_nobody(tmp_path):
+    # what a host without user namespaces gets (support() found none): rlimits, the filter and
+    # an unprivileged uid; the result says which layers held
+    no_ns = sandbox.SandboxSupport(False, "simulated", SUPPORT.cgroup, SUPPORT.cgroup_reason)
+    secret = tmp_path / "root-only.txt"
+    secret.write_text("secret")
+    secret.chmod(0o600)
+    code = f"import os\nprint(os.getuid(), os.getgid(), os.getgroups())\nopen('out.txt', 'w').write('x')\n" \
+           f"open({str(secret)!r}).read()"
+    res = sandbox._run_once(code, LIMITS, no_ns, None)
+    assert "userns" not in res.isolation and "minimal-root" not in res.isolation
+    if "uid-nobody" not in res.isolation:  # e.g. a pyenv interpreter under /root (0700): said so
+        assert res.stdout.startswith("0 0") and any("runs as root" in n for n in res.notes), res
+        system = "/usr/bin/python3"  # the system interpreter, which nobody can reach
+        if not os.path.exists(system):
+            pytest.skip(res.notes[0])
+        res = sandbox._run_once(code, LIMITS.replace(python=system), no_ns, None)
+    assert res.stdout == "65534 65534 []\n" and "PermissionError" in res.stderr, res
+    assert {"uid-nobody", "no-caps", "no-new-privs"} <= set(res.isolation)

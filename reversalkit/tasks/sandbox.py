@@ -192,7 +192,8 @@ def _supervisor_config(lim: SandboxLimits, scratch: str, ns: bool, cg: RunCgroup
     return {
         "scratch": scratch, "scratch_mb": lim.scratch_mb, "python": lim.python or sys.executable,
         "ns": ns, "cgroups": cg.procs_files() if cg else [], "pid_max": 301, **fds,
-        "seccomp": lim.isolation != "none",
+        "seccomp": lim.isolation != "none", "drop_uid": lim.isolation != "none",
+        "max_processes": lim.max_processes,
         "env": _scrubbed_env(scratch),
         # Address space only where no cgroup bounds resident memory: it counts every thread's
         # reserved stack (8 MiB each), so ThreadPoolExecutor(8) would not fit in 256 MB.

@@ -49,6 +49,29 @@ def _scratch_files(scratch):
     return files
 
 
+def _others_can_reach(path):
+    """Whether every directory down to `path` lets other users through (o+x)."""
+    parts = os.path.realpath(path).split("/")
+    return all(os.stat("/".join(parts[:i]) or "/").st_mode & 0o001 for i in range(1, len(parts) + 1))
+
+
+def _hand_scratch_to_nobody(cfg):
+    """Without a user namespace a root runner still runs the program as nobody: its scratch
+    becomes nobody's, and RLIMIT_NPROC (which then counts all of nobody's processes) is raised
+    by their current number."""
+    uid = sandbox_ns.NOBODY
+    for name in [""] + os.listdir(cfg["scratch"]):
+        os.chown(os.path.join(cfg["scratch"], name), uid, uid)
+    count = 0
+    for entry in os.listdir("/proc"):
+        try:
+            count += entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == uid
+        except OSError:
+            pass
+    cfg["uid"] = uid
+    cfg["limits"]["nproc"] = cfg["max_processes"] + count
+
+
 def prepare_view(cfg, files, sources, notes, active):
     """In the new namespaces: the program's own root (or, where that fails, the host's files
     read-only with a tmpfs scratch) holding `files`, then the namespace's PID cap."""
@@ -105,6 +128,11 @@ def exec_program(cfg):
                 if LIBC.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() == 22:
                     break
             active.append("no-caps")
+        if cfg.get("uid") is not None:  # set by _hand_scratch_to_nobody; drops every capability
+            os.setgroups([])
+            os.setresgid(cfg["uid"], cfg["uid"], cfg["uid"])
+            os.setresuid(cfg["uid"], cfg["uid"], cfg["uid"])
+            active += ["uid-nobody", "no-caps"]
         _check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
         active.append("no-new-privs")
         if cfg["seccomp"]:
@@ -236,6 +264,12 @@ def supervise(cfg):
     if not cfg["in_ns"]:
         LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if cfg["drop_uid"] and os.geteuid() == 0:
+            hidden = [p for p in sandbox_ns.prefixes() if not _others_can_reach(p)]
+            if hidden:
+                notes.append(f"the program runs as root: nobody cannot reach the interpreter in {hidden[0]}")
+            else:
+                _hand_scratch_to_nobody(cfg)
     # SIGCHLD wakes a select() that also watches the lifeline: EOF there means the runner died,
     # and the program must not outlive it.
     wake_r, wake_w = os.pipe()

@@ -160,7 +160,7 @@ def enter(cfg, notes, active):
     os._exit(0)
 
 
-def _prefixes():
+def prefixes():
     """Directories the interpreter (this one: the supervisor runs the program's) needs besides /usr."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
              os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}
@@ -195,7 +195,7 @@ def open_sources():
     to reach them (a pyenv interpreter under /root), but a detached copy moves in without a path
     search. Where no copy can be made (a runner that is not root), None: the path is bound by name
     inside, as the runner's own uid, which can reach it."""
-    wanted = [p for p in SYSTEM_DIRS if os.path.isdir(p) and not os.path.islink(p)] + _prefixes()
+    wanted = [p for p in SYSTEM_DIRS if os.path.isdir(p) and not os.path.islink(p)] + prefixes()
     wanted += [f"/etc/{n}" for n in ("ld.so.cache", "ld.so.conf", "localtime") if os.path.exists(f"/etc/{n}")]
     wanted += [f"/dev/{n}" for n in DEV_NODES]
     sources = {}
