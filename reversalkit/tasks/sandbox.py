@@ -18,7 +18,14 @@ about once):
   the program is host `nobody` where the runner is root, without capabilities; its own root holds
   only what the interpreter needs, read-only, a minimal /dev, its own /proc and a private tmpfs
   /tmp as scratch: no host socket, FIFO, device, /tmp, home or checkout is in view.
+- seccomp (`sandbox_seccomp`): no new namespaces, mount, ptrace, bpf, perf_event_open, keys,
+  userfaultfd, module/kexec calls; sockets only unix/inet/inet6.
 - cgroups (`sandbox_cgroup`): a process-count and resident-memory bound on the whole tree.
+What each needs from the host: namespaces, user namespaces for this user (Docker's default seccomp
+profile refuses them) and, for its own /proc, a /proc that is not masked; `uid-nobody`, a root
+runner (others can map only their own uid; without namespaces, an interpreter nobody can reach);
+`minimal-root` as root, Linux >= 5.12 (open_tree, mount_setattr); `seccomp`, x86-64 or aarch64;
+`cgroup-*`, writable cgroup v1 hierarchies or a delegated v2 group; `pid-max`, Linux >= 6.14.
 The runner never blocks past `timeout_s` plus a few seconds of teardown, keeps only the first
 `max_output_bytes` of each stream (more is `output_limit`), and returns only after every process
 of the run is gone.
