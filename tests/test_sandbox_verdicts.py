@@ -166,6 +166,13 @@ def test_candidate_exceptions_fail_the_test_and_keep_their_type():
     assert not grade(raising, "def parse(s): return 0")[0]
 
 
+def test_a_test_that_swallows_everything_cannot_hide_a_dead_program():
+    lenient = problem(["try:\n    risky(1)\nexcept BaseException:\n    pass"])
+    ok, res = grade(lenient, "import os\ndef risky(x): os._exit(0)")
+    assert not ok and res.checked is None and res.check_failure == "the program stopped answering"
+    assert grade(lenient, "def risky(x): raise ValueError(x)")[0]  # an honest exception is fine
+
+
 def test_objects_without_plain_value_do_not_decide():
     prob = problem(["assert make()", "assert make() == make()"])
     ok, res = grade(prob, "class T:\n    def __bool__(self): return True\ndef make(): return T()")

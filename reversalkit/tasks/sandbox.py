@@ -344,6 +344,8 @@ def _run_in(lim: SandboxLimits, sup: SandboxSupport, scratch: str, cg: RunCgroup
                 checked = check(calls)
             except ProgramFailed as exc:
                 failure = str(exc)
+            if calls.failure is not None:  # also when the test code swallowed it
+                checked, failure = None, calls.failure
         out = collector.finish(proc)
     finally:
         leftovers = _stop(proc, cg)

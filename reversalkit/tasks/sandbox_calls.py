@@ -71,6 +71,7 @@ class Calls:
     def __init__(self, collector: Collector):
         self.collector = collector
         self.count = 0  # requests answered
+        self.failure: str | None = None  # the first ProgramFailed, even if a test's bare except ate it
 
     def name(self, name: str) -> Remote:
         """The candidate's top-level `name` (looked up in the program when it is used)."""
@@ -80,7 +81,7 @@ class Calls:
         """Wait for the harness's first reply: the candidate's code ran to its end."""
         reply = self._reply()
         if "raise" in reply:
-            raise ProgramFailed(f"the program's code raised {reply['raise']} while loading")
+            raise self._failed(f"the program's code raised {reply['raise']} while loading")
 
     def request(self, message: dict):
         try:
@@ -96,7 +97,7 @@ class Calls:
         try:
             return decode(reply["ok"], self._resolve)
         except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
-            raise ProgramFailed(f"the program's reply is not plain data ({exc})") from None
+            raise self._failed(f"the program's reply is not plain data ({exc})") from None
 
     def _encode(self, value):
         def remote_only(obj):
@@ -115,16 +116,20 @@ class Calls:
         c = self.collector
         c.pump(lambda: c.has_reply() or not c.reply_open())
         if c.out.timed_out:
-            raise ProgramFailed("the program ran out of time")
+            raise self._failed("the program ran out of time")
         if c.out.overflow or c.reply_overflow:
-            raise ProgramFailed("the program's output or reply exceeded its limit")
+            raise self._failed("the program's output or reply exceeded its limit")
         line = c.reply_line()
         if line is None:
-            raise ProgramFailed("the program stopped answering")
+            raise self._failed("the program stopped answering")
         try:
             reply = json.loads(line)
         except (ValueError, RecursionError):
             reply = None
         if not isinstance(reply, dict) or not ({"ok", "raise"} & reply.keys()):
-            raise ProgramFailed("the program sent something that is not a reply")
+            raise self._failed("the program sent something that is not a reply")
         return reply
+
+    def _failed(self, reason: str) -> ProgramFailed:
+        self.failure = self.failure or reason
+        return ProgramFailed(reason)
