@@ -89,10 +89,9 @@ def load_config(args: argparse.Namespace):
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from reversalkit.study.config import StudyConfig  # noqa: PLC0415
 
-    if args.list_options:
-        print("\n".join(StudyConfig.help_lines()))
+    if args.list_options:  # the values in force for this preset / config / overrides
+        print("\n".join(load_config(args).value_lines()))
         return 0
     if args.preset is None and args.config is None:
         print("reversalkit study: give --preset NAME (e.g. tiny) or --config FILE.yaml", file=sys.stderr)
@@ -226,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RunLockedError) as exc:
         print(f"reversalkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. a model that is neither a local directory nor reachable on the hub
+        print(f"reversalkit {args.command}: error: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt as exc:  # one line, no traceback; Study says where it stopped
         where = str(exc) or "stopped; run the same command to resume"
         print(f"reversalkit {args.command}: {where}", file=sys.stderr)

@@ -155,7 +155,7 @@ class Config:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text(), str(path)) or {}
         if not isinstance(data, dict):
             raise ValueError(
                 f"{path}: the top level of a config file must be a mapping, got {type(data).__name__}")
@@ -194,8 +194,20 @@ class Config:
             if not free and leaf not in node:
                 raise ValueError(
                     f"override {item!r}: unknown key {key!r}; valid keys here: {', '.join(sorted(node))}")
-            node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+            node[leaf] = load_yaml(raw, f"override {item!r}") if raw.strip() else ""
         return self.from_dict(data)
+
+    def value_lines(self, prefix: str = "") -> list[str]:
+        """`key = value  # help` lines of the values in force, nested configs expanded."""
+        lines = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Config):
+                lines += value.value_lines(prefix + f.name + ".")
+                continue
+            shown = list(value) if isinstance(value, tuple) else value
+            lines.append(f"{prefix}{f.name} = {shown!r}  # {f.metadata.get('help', '')}")
+        return lines
 
     @classmethod
     def help_lines(cls, prefix: str = "") -> list[str]:
@@ -243,6 +255,17 @@ def _is_mapping_type(tp: Any) -> bool:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return any(_is_mapping_type(a) for a in typing.get_args(tp) if a is not type(None))
     return tp is dict or typing.get_origin(tp) is dict
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """yaml.safe_load with errors as one line naming the file (or override) and the line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{where}:{at}: invalid YAML: {problem}") from None
 
 
 def check(condition: bool, message: str) -> None:

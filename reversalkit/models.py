@@ -191,8 +191,10 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch
 def _offline_hint(spec: str, what: str, exc: Exception) -> OSError:
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     where = "the hub is offline (HF_HUB_OFFLINE=1)" if offline else "it could not be fetched"
+    cause = " ".join(str(exc).split())  # one line: hub errors span several
+    cause = cause if len(cause) <= 160 else cause[:157] + "..."
     return OSError(
-        f"cannot load {what} {spec!r}: it is not a local directory and {where} ({exc}). "
+        f"cannot load {what} {spec!r}: it is not a local directory and {where} ({cause}). "
         f"Pass the path of a local checkpoint directory (config.json + *.safetensors + tokenizer files), "
         f"or download it first on a machine with network access: `huggingface-cli download {spec}` "
         f"and copy the cache (HF_HOME) here."

@@ -44,7 +44,7 @@ def test_errors_are_one_line(capsys, tmp_path):
 def test_list_options(capsys):
     assert main(["study", "--list-options"]) == 0
     out = capsys.readouterr().out
-    assert "samples_per_problem (default 50)" in out and "dpo_train.lr" in out
+    assert "samples_per_problem = 50  # " in out and "dpo_train.lr = " in out
 
 
 def test_report_command_on_run_dir(tmp_path, capsys):

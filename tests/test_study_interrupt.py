@@ -53,3 +53,36 @@ def test_cli_prints_one_line_on_ctrl_c(monkeypatch, capsys, tmp_path):
     assert cli.main(["-q", "study", "--preset", "tiny", "--out", str(tmp_path / "x")]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["reversalkit study: stopped in m1-s/train of runs/x; run the same command to resume"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "model=/nonexistent/m0"], "model: /nonexistent/m0 does not exist"),
+    (["--set", "m1=./no/such/m1"], "m1: ./no/such/m1 does not exist"),
+    (["--set", "iterations=[1"], "override 'iterations=[1': line 1, column 3: invalid YAML"),
+    (["--set", "iterations=2.5"], "iterations: expected an integer, got 2.5"),
+])
+def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    assert cli.main(["-q", "study", "--preset", "tiny", "--set", "seeds=[]", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not out.exists()  # nothing left behind that would refuse the corrected config
+
+
+def test_bad_yaml_file_and_out_file(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("iterations: 3\nmethods: [sft,\n")
+    assert cli.main(["study", "--config", str(bad), "--dry-run"]) == 2
+    assert f"{bad}: line 3, column 1: invalid YAML" in capsys.readouterr().err
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert cli.main(["-q", "study", "--preset", "tiny", "--set", "seeds=[]", "--out", str(afile)]) == 2
+    assert "run directory" in capsys.readouterr().err and afile.read_text() == ""
+
+
+def test_list_options_shows_the_values_in_force(capsys):
+    assert cli.main(["study", "--preset", "tiny", "--set", "nll_weight=0.5", "--list-options"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("nll_weight = 0.5  # ") for line in lines)
+    assert any(line.startswith("seeds = [0, 1, 2]  # ") for line in lines)
+    assert any(line.startswith("m1_train.max_steps = 600  # ") for line in lines)

@@ -16,9 +16,11 @@ go through one `RunStore`, so a torchrun version shards problems across ranks an
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import safetensors.torch
@@ -71,8 +73,10 @@ class Study:
         `seeds`, one run per seed and their pooled results (see `reversalkit.study.seeds`)."""
         if self.cfg.seeds:
             return self._run_seeds()
-        task = self._resolve_task()  # a bad task fails here, before the run directory exists
+        task = self._resolve_task()  # a bad task or model fails here, before the run directory exists
         cfg = self.cfg
+        if not _m1_done(cfg.out_dir):
+            _check_model_source(cfg)
         store = RunStore.open(cfg.out_dir, cfg.to_dict(), fresh=self.fresh,
                               ignore_keys=NON_RESULT_KEYS)
         store.on_write = lambda rel: self.on_event("artifact", rel)
@@ -292,6 +296,33 @@ class Study:
         p1 = {s: m["pass1"]["mean"] for s, m in splits.items()}
         log.info("%s: greedy pass@1 %s", name, ", ".join(f"{s} {v:.3f}" for s, v in p1.items()))
         return {"pass1": p1.get(ID_SPLIT)}
+
+
+def _m1_done(out_dir: str) -> bool:
+    path = Path(out_dir) / "manifest.json"
+    try:
+        return "m1/train" in json.loads(path.read_text()).get("steps", {})
+    except (OSError, ValueError):
+        return False
+
+
+def _check_model_source(cfg: StudyConfig) -> None:
+    """Fail before any work when M0 (or the given M1) cannot be loaded: a missing local directory,
+    or a hub id the hub cannot serve (loading its tokenizer is cheap and raises the hint)."""
+    spec = cfg.m1 if cfg.m1 is not None else (None if cfg.model == "tiny" else cfg.model)
+    if spec is None:
+        return
+    key = "m1" if cfg.m1 is not None else "model"
+    path = Path(spec).expanduser()
+    looks_local = spec.startswith(("/", ".", "~")) or spec.count("/") > 1  # hub ids are 'org/name'
+    if not path.exists() and looks_local:
+        raise FileNotFoundError(f"{key}: {spec} does not exist; give a local checkpoint directory "
+                                "(config.json + *.safetensors + tokenizer files) or a hub id")
+    if path.exists() and not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{key}: {spec} holds no config.json; is it a model directory?")
+    from reversalkit import models  # noqa: PLC0415
+
+    models.load_tokenizer(spec)
 
 
 def _check_task_identity(store: RunStore, identity: dict[str, str]) -> None:

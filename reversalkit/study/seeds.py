@@ -138,7 +138,8 @@ def pool_results(cfg: Any, runs: list[tuple[int, RunStore]]) -> dict[str, Any]:
     pooled: dict[str, Any] = {
         "pooled": True, "seeds": [s for s, _, _ in collected], "task": first["task"], "model": first["model"],
         "iterations": first["iterations"], "id_split": first["id_split"], "ood_splits": first["ood_splits"],
-        "ks": first["ks"], "m1_source": first.get("m1_source"), "per_seed": {str(s): r for s, _, r in collected}, "methods": {}}
+        "ks": first["ks"], "m1_source": first.get("m1_source"),
+        "per_seed": {str(s): r for s, _, r in collected}, "methods": {}}
     for method in cfg.methods:
         rows = []
         for node in method_nodes(cfg.round_kinds(method)):

@@ -86,6 +86,8 @@ class RunStore:
         changed, unless `fresh=True`, which deletes the old run first.
         """
         root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise ValueError(f"run directory {root} is a file; choose another --out directory")
         ignore = set(ignore_keys)
         relevant = {k: v for k, v in config.items() if k not in ignore}
         digest = config_digest(relevant)

@@ -106,8 +106,8 @@ def terminal_summary(results: dict[str, Any]) -> str:
     header, rows = summary_rows(results)
     cov = results.get("m1_coverage")
     return (f"study: {results.get('task')} / {results.get('model')}  M1 train coverage {fmt_ci(cov)}\n"
-            "(c) = within correct samples, (i) = within incorrect samples, on groups of k samples per problem "
-            "(scored = problems with k); IS/RS vs M1 on the ID test set\n"
+            "(c) = within correct samples, (i) = within incorrect samples, on groups of k samples per "
+            "problem (scored = problems with k); IS/RS vs M1 on the ID test set\n"
             + format_table(header, rows))
 
 

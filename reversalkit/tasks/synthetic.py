@@ -84,7 +84,8 @@ def generate_split(cfg: SyntheticConfig, split: str) -> list[Problem]:
     if split not in SPLITS:
         raise ValueError(f"synthetic: unknown split {split!r}; splits are {', '.join(SPLITS)}")
     ood = split == "test_ood"
-    size = {"train": cfg.train_size, "dev": cfg.dev_size, "test": cfg.test_size, "test_ood": cfg.ood_size}[split]
+    sizes = {"train": cfg.train_size, "dev": cfg.dev_size, "test": cfg.test_size, "test_ood": cfg.ood_size}
+    size = sizes[split]
     rng = random.Random(f"reversalkit-synthetic/{cfg.seed}/{split}")
     ranges, steps_choices = (OOD_RANGES, cfg.ood_steps) if ood else (ID_RANGES, cfg.id_steps)
     if ood and cfg.ood_numbers == "id":
