@@ -68,7 +68,8 @@ def study(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Every CPU benchmark, each printed beside its baselines."""
     install_project(session, "bench")
-    names = session.posargs or ["ngrams", "similarity", "logprob", "dpo", "sampler", "train", "study"]
+    names = session.posargs or ["ngrams", "similarity", "logprob", "dpo", "sampler", "train", "study",
+                                 "sandbox"]
     for name in names:
         session.run("python", "-m", f"benchmarks.bench_{name}", env=_in_repo_env(session))
 
