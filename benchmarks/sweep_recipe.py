@@ -48,6 +48,19 @@ VARIANTS: dict[str, list[str]] = {
     "fresh_lr1e-4_cap2": ["sample_draw=fresh", "sft_train.lr=1e-4", "dpo_train.lr=2e-5",
                           "sft_max_per_problem=2", "pairs_per_problem=2"],
     "fresh800_lr1e-4": ["sample_draw=fresh", "sample_size=800", "sft_train.lr=1e-4", "dpo_train.lr=2e-5"],
+    "all_2ep_cos": ["sample_size=null", "iterations=3", "methods=[sft, gold]", "sft_train.epochs=2",
+                    "sft_train.schedule=cosine", "sft_train.warmup_steps=10"],
+    "fresh400_3ep_cos": ["sample_draw=fresh", "methods=[sft, dpo, gold]", "sft_train.epochs=3",
+                         "sft_train.schedule=cosine", "dpo_train.epochs=3", "dpo_train.schedule=cosine",
+                         "nll_weight=1.0"],
+    "fresh1000_2ep_cos": ["sample_draw=fresh", "sample_size=1000", "methods=[sft, dpo, gold]",
+                          "sft_train.epochs=2", "sft_train.schedule=cosine", "dpo_train.epochs=2",
+                          "dpo_train.schedule=cosine", "nll_weight=1.0"],
+    "all_n4_2ep_cos_sft": ["sample_size=null", "samples_per_problem=4", "methods=[sft, gold]",
+                           "sft_train.epochs=2", "sft_train.schedule=cosine", "sft_train.warmup_steps=10"],
+    "all_n4_2ep_cos_dpo": ["sample_size=null", "samples_per_problem=4", "methods=[dpo]", "nll_weight=1.0",
+                           "pairs_per_problem=1", "dpo_train.epochs=2", "dpo_train.schedule=cosine",
+                           "dpo_train.warmup_steps=10"],
     "all_n4_lr1e-4_nll": ["sample_size=null", "samples_per_problem=4", "sft_train.lr=1e-4",
                           "dpo_train.lr=2e-5", "nll_weight=1.0"],
     "all_n4_lr1e-4_nll_cap2": ["sample_size=null", "samples_per_problem=4", "sft_train.lr=1e-4",
@@ -57,7 +70,10 @@ VARIANTS: dict[str, list[str]] = {
 # The recipe the sweep starts from (the preset's before the sweep chose fresh draws and the NLL
 # term), pinned so that every variant below means the same whatever the preset holds now.
 SWEEP_BASE = ["methods=[sft, dpo]", "seeds=[]", "sample_draw=fixed", "nll_weight=0.0", "sample_size=400",
-              "sft_train.lr=3e-4", "dpo_train.lr=5e-5", "samples_per_problem=8"]
+              "samples_per_problem=8", "pairs_per_problem=null",
+              *[f"{t}.{k}" for t in ("sft_train", "dpo_train")
+                for k in ("epochs=1", "schedule=constant", "warmup_steps=5")],
+              "sft_train.lr=3e-4", "dpo_train.lr=5e-5"]
 COLLAPSE = 0.05
 
 
@@ -94,6 +110,8 @@ def summarize(results: dict[str, Any], run: Path) -> dict[str, dict[str, list]]:
 
     out = {}
     for method, entries in results["methods"].items():
+        if not entries:
+            continue
         m1 = _correct(run, entries[0]["node"])
         gains = [paired_bootstrap_ci(_correct(run, e["node"]), m1, n_resamples=2000, seed=0)
                  for e in entries[1:]]
@@ -149,12 +167,16 @@ def main(argv: list[str] | None = None) -> int:
                     "m1_train.max_steps=300); recorded in the run names")
     ap.add_argument("--table", type=Path, default=None, help="also write the markdown table here")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (num_threads)")
+    ap.add_argument("--table-only", action="store_true", help="tabulate the runs already in --out (finished "
+                    "or partial) without running anything")
     args = ap.parse_args(argv)
     if args.m1 is not None and len(args.seeds) != 1:
         ap.error("--m1 names one M1: give exactly one seed")
     base = DEV_EVAL + ([f"num_threads={args.threads}"] if args.threads else [])
     tag = "-".join(s.replace("m1_train.", "").replace("=", "") for s in args.m1_set) or "m1"
     all_rows: dict[str, dict[str, list]] = {v: {} for v in args.variants}
+    if args.table_only:
+        return _table_only(args, tag, all_rows)
     for seed in args.seeds:
         m1 = args.m1 or train_m1(seed, args.out / f"seed{seed}" / tag / "m1", base + args.m1_set)
         for variant in args.variants:
@@ -168,6 +190,26 @@ def main(argv: list[str] | None = None) -> int:
     text = table(all_rows)
     print(text)
     (args.out / f"sweep-{tag}.json").write_text(json.dumps(all_rows, indent=1))
+    if args.table is not None:
+        args.table.write_text(f"Seeds {args.seeds}, M1 {tag}\n\n{text}\n")
+    return 0
+
+
+def _table_only(args: argparse.Namespace, tag: str, all_rows: dict[str, dict[str, list]]) -> int:
+    from reversalkit.study.results import collect_results  # noqa: PLC0415
+    from reversalkit.study.store import RunStore  # noqa: PLC0415
+
+    for seed in args.seeds:
+        for variant in args.variants:
+            run = args.out / f"seed{seed}" / tag / variant
+            if not (run / "manifest.json").exists():
+                continue
+            res = collect_results(RunStore.read_only(run))
+            for method, row in summarize(res, run).items():
+                if len(row["pass1"]) > 1:
+                    all_rows[variant].setdefault(method, []).append(row)
+    text = table({v: m for v, m in all_rows.items() if m})
+    print(text)
     if args.table is not None:
         args.table.write_text(f"Seeds {args.seeds}, M1 {tag}\n\n{text}\n")
     return 0

@@ -11,8 +11,8 @@ def test_presets_load_and_differ():
     assert {"tiny", "gsm8k"} <= set(preset_names())
     tiny, gsm = StudyConfig.preset("tiny"), StudyConfig.preset("gsm8k")
     assert tiny.model == "tiny" and tiny.iterations == 5
-    assert set(tiny.methods) == {"sft", "dpo", "sft_dpo", "gold"}
-    assert tiny.seeds == (0, 1, 2) and tiny.sample_draw == "fresh" and tiny.nll_weight == 1.0
+    assert set(tiny.methods) == {"sft", "dpo", "gold"} and tiny.seeds == (0, 1, 2)
+    assert tiny.sample_size is None and tiny.samples_per_problem == 4 and tiny.nll_weight == 1.0
     assert (gsm.samples_per_problem, gsm.temperature, gsm.top_p) == (50, 0.75, 0.95)
     assert gsm.ood_tasks == ("math:test",)
     with pytest.raises(ValueError, match="unknown preset 'nope'.*tiny"):
