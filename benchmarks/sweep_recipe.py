@@ -167,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                     "m1_train.max_steps=300); recorded in the run names")
     ap.add_argument("--table", type=Path, default=None, help="also write the markdown table here")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (num_threads)")
+    ap.add_argument("--analyze", type=Path, default=None, metavar="RUN",
+                    help="print where M1 of a sweep run goes wrong (its train samples and dev answers), "
+                    "then exit")
     ap.add_argument("--table-only", action="store_true", help="tabulate the runs already in --out (finished "
                     "or partial) without running anything")
     args = ap.parse_args(argv)
@@ -174,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--m1 names one M1: give exactly one seed")
     base = DEV_EVAL + ([f"num_threads={args.threads}"] if args.threads else [])
     tag = "-".join(s.replace("m1_train.", "").replace("=", "") for s in args.m1_set) or "m1"
+    if args.analyze is not None:
+        return analyze(args.analyze)
     all_rows: dict[str, dict[str, list]] = {v: {} for v in args.variants}
     if args.table_only:
         return _table_only(args, tag, all_rows)
@@ -192,6 +197,38 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"sweep-{tag}.json").write_text(json.dumps(all_rows, indent=1))
     if args.table is not None:
         args.table.write_text(f"Seeds {args.seeds}, M1 {tag}\n\n{text}\n")
+    return 0
+
+
+def analyze(run: Path) -> int:
+    """M1's wrong train samples by kind (a false equation, or true equations and a wrong answer),
+    and its dev pass@1 on problems whose equations all occur in some train solution vs the rest."""
+    from reversalkit.study import StudyConfig  # noqa: PLC0415
+    from reversalkit.study.store import RunStore  # noqa: PLC0415
+    from reversalkit.study.workspace import load_eval_sets  # noqa: PLC0415
+    from reversalkit.tasks import extract, get_task  # noqa: PLC0415
+
+    store = RunStore.read_only(run)
+    cfg = StudyConfig.from_dict(store.config())
+    task = get_task(cfg.task, **dict(cfg.task_options))
+    kinds = {"correct": 0, "false equation": 0, "true equations, wrong answer": 0, "no equation": 0}
+    for r in store.read_jsonl("nodes/m1/train_samples.jsonl.gz"):
+        eqs = extract.annotations(r["text"])
+        kind = ("correct" if r["correct"] else "no equation" if not eqs else
+                "false equation" if not all(extract.equation_holds(e) for e in eqs) else
+                "true equations, wrong answer")
+        kinds[kind] += 1
+    print("M1's train samples:", kinds)
+    seen = {e for p in task.load("train") for sol in p.meta["solutions"] for e in extract.annotations(sol)}
+    greedy = {r["id"]: r["correct"] for r in store.read_jsonl("nodes/m1/eval/id.greedy.jsonl.gz")}
+    groups: dict[bool, list[bool]] = {True: [], False: []}
+    for p in load_eval_sets(cfg, task)["id"][1]:
+        known = any(all(e in seen for e in extract.annotations(sol)) for sol in p.meta["solutions"])
+        groups[known].append(greedy[str(p.id)])
+    for known, vals in groups.items():
+        which = "with" if known else "without"
+        print(f"M1 greedy pass@1 on {cfg.id_split} problems {which} a solution whose equations all occur "
+              f"in train: {sum(vals) / max(1, len(vals)):.3f} ({len(vals)} problems)")
     return 0
 
 
