@@ -38,9 +38,13 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reversalkit", description=__doc__.split("\n")[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    # -q also after the subcommand; SUPPRESS keeps a -q given before it
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="no progress bars, warnings only")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    st = sub.add_parser("study", help="run or resume an iterative self-improvement study")
+    st = sub.add_parser("study", parents=[quiet], help="run or resume an iterative self-improvement study")
     _config_args(st)
     st.add_argument("--out", help="run directory (overrides out_dir)")
     st.add_argument("--fresh", action="store_true", help="delete an existing run in --out and start over")
@@ -48,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: independent replicates (M1 and every "
                     "round per seed) pooled in one report (the `seeds` key)")
 
-    sa = sub.add_parser("sample", help="sample completions from a checkpoint and check them")
+    sa = sub.add_parser("sample", parents=[quiet], help="sample completions from a checkpoint and check them")
     sa.add_argument("--model", required=True, help="checkpoint directory or HF id")
     sa.add_argument("--task", default="synthetic")
     sa.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
@@ -63,12 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--device", default="auto")
     sa.add_argument("--out", type=Path, help="write JSON lines here (default: stdout)")
 
-    ev = sub.add_parser("eval", help="evaluate one checkpoint the way a study evaluates an iterate")
+    ev = sub.add_parser("eval", parents=[quiet],
+                        help="evaluate one checkpoint the way a study evaluates an iterate")
     ev.add_argument("--model", required=True, help="checkpoint directory or HF id")
     _config_args(ev)
     ev.add_argument("--out", type=Path, help="write the metrics JSON here")
 
-    rp = sub.add_parser("report", help="(re)build report.md / index.html of a run directory")
+    rp = sub.add_parser("report", parents=[quiet], help="(re)build report.md / index.html of a run directory")
     rp.add_argument("run_dir", type=Path)
     return parser
 
@@ -204,9 +209,34 @@ def cmd_report(args: argparse.Namespace) -> int:
     from reversalkit.study.tables import terminal_summary  # noqa: PLC0415
 
     store = RunStore.read_only(args.run_dir)
+    if store.config().get("seeds"):  # a multi-seed study: pool the seeds that have runs
+        return _report_pooled(args.run_dir, store)
     results = collect_results(store)
+    if not any(results["methods"].values()):
+        print(f"reversalkit report: {args.run_dir} has no evaluated iterate yet (M1's evaluation has not "
+              "finished); run the study to get one", file=sys.stderr)
+        return 2
     md = write_report(results, store.path("report"))
     print(terminal_summary(results))
+    print(f"report: {md}")
+    return 0
+
+
+def _report_pooled(run_dir: Path, store: Any) -> int:
+    from reversalkit.study.config import StudyConfig  # noqa: PLC0415
+    from reversalkit.study.pooled_report import pooled_summary, write_pooled_report  # noqa: PLC0415
+    from reversalkit.study.seeds import pool_results, seed_dir  # noqa: PLC0415
+    from reversalkit.study.store import RunStore  # noqa: PLC0415
+
+    cfg = StudyConfig.from_dict(store.config())
+    runs = [(s, RunStore.read_only(seed_dir(run_dir, s))) for s in cfg.seeds
+            if (seed_dir(run_dir, s) / "manifest.json").exists()]
+    if not runs:
+        print(f"reversalkit report: {run_dir} has no seed runs yet; run the study", file=sys.stderr)
+        return 2
+    results = pool_results(cfg, runs)
+    md = write_pooled_report(results, store.path("report"))
+    print(pooled_summary(results))
     print(f"report: {md}")
     return 0
 
@@ -216,6 +246,11 @@ COMMANDS = {"study": cmd_study, "sample": cmd_sample, "eval": cmd_eval, "report"
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.quiet:  # this process is the CLI's: its libraries' bars go too
+        import transformers  # noqa: PLC0415
+
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from reversalkit.study.store import RunLockedError  # noqa: PLC0415

@@ -63,3 +63,18 @@ def test_report_command_on_run_dir(tmp_path, capsys):
     assert (tmp_path / "run/report/report.md").exists() and (tmp_path / "run/report/index.html").exists()
     text = (tmp_path / "run/report/report.md").read_text()
     assert "| sft | 2 | 0.300 -> 0.400 |" in text and "| dpo | 3 | 0.300 -> 0.360 |" in text
+
+
+def test_quiet_before_or_after_the_subcommand():
+    p = build_parser()
+    assert p.parse_args(["study", "--preset", "tiny", "-q"]).quiet
+    assert p.parse_args(["-q", "study", "--preset", "tiny"]).quiet
+    assert not p.parse_args(["study", "--preset", "tiny"]).quiet
+    assert p.parse_args(["report", "somewhere", "--quiet"]).quiet
+
+
+def test_report_on_a_run_without_an_evaluation(tmp_path, capsys):
+    cfg = StudyConfig(methods=("sft",), iterations=2)
+    RunStore.open(tmp_path / "run", cfg.to_dict()).close()
+    assert main(["report", str(tmp_path / "run")]) == 2
+    assert "no evaluated iterate yet" in capsys.readouterr().err

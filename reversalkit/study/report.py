@@ -157,7 +157,7 @@ def plot_pass_k(results: dict[str, Any], out: Path) -> str | None:
     drawn = False
     for method, entries in results["methods"].items():
         color, marker = _style(method)
-        for e, ls in ((entries[0], ":"), (entries[-1], "-")):
+        for e, ls in ((entries[0], ":"), (entries[-1], "-")) if entries else ():
             pk = e["eval"].get(split, {}).get("pass_k") or {}
             ks = sorted(int(k) for k in pk)
             if not ks:
@@ -180,8 +180,9 @@ def plot_pass_k(results: dict[str, Any], out: Path) -> str | None:
 def plot_levels(results: dict[str, Any], out: Path) -> str | None:
     plt = _plt()
     entries = [e for ents in results["methods"].values() for e in ents]
+    # one level has no accuracy profile to draw
     splits = [s for s in [results["id_split"], *results["ood_splits"]]
-              if any(e["eval"].get(s, {}).get("levels") for e in entries)]
+              if len({k for e in entries for k in (e["eval"].get(s, {}).get("levels") or {})}) >= 2]
     if not splits:
         return None
     fig, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 3.6), squeeze=False)
