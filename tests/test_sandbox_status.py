@@ -8,6 +8,7 @@ import pytest
 
 from reversalkit.tasks import sandbox
 from reversalkit.tasks.sandbox import SandboxLimits, run
+from reversalkit.tasks.sandbox_status import classify, parse_status
 
 SUPPORT = sandbox.support()
 CGROUP_MEMORY = SUPPORT.cgroup is not None and SUPPORT.cgroup.memory_parent is not None
@@ -84,8 +85,8 @@ def test_without_a_memory_cgroup_the_address_space_limit_holds():
 def test_a_supervisor_failure_is_a_sandbox_error():
     # what the supervisor writes when it fails after starting (here: a failed namespace setup)
     raw = repr({"started": True}).encode() + b"\n" + repr({"exec_error": "supervisor: OSError()"}).encode()
-    started, report = sandbox._parse_status(raw + b"\n")
+    started, report = parse_status(raw + b"\n")
     assert started and report["exec_error"] == "supervisor: OSError()"
-    assert sandbox._classify(report, False, False, False, 6) == ("sandbox_error", None)
+    assert classify(report, False, False, False, 6) == ("sandbox_error", None)
     # a garbled or missing report is the program's failure only if the supervisor never failed
-    assert sandbox._parse_status(b"{'started': True}\n{'rc': 0, 'sig")[1] is None
+    assert parse_status(b"{'started': True}\n{'rc': 0, 'sig")[1] is None
