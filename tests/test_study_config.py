@@ -113,3 +113,11 @@ def test_unambiguous_values_convert():
                                                      "seeds=[]"])
     assert cfg.iterations == 3 and isinstance(cfg.iterations, int) and cfg.sft_train.lr == 3e-4
     assert cfg.sample_size is None and cfg.dpo_train.autocast_bf16 == "on" and cfg.seeds == ()
+
+
+@pytest.mark.parametrize("key, value", [("beta", "0.2"), ("loss_type", "ipo"), ("nll_weight", "0.5")])
+def test_dpo_knobs_live_at_the_study_level(key, value):
+    with pytest.raises(ValueError, match=f"dpo_train.{key}=.* conflicts with {key}=.*set {key}="):
+        StudyConfig.preset("tiny").with_overrides([f"dpo_train.{key}={value}"])
+    cfg = StudyConfig.preset("tiny").with_overrides([f"{key}={value}"])
+    assert str(getattr(cfg.dpo_round_train(), key)) == value

@@ -205,6 +205,14 @@ class StudyConfig(Config):
         check(self.beta > 0, f"beta must be > 0, got {self.beta}")
         check(self.loss_type in LOSS_TYPES, f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         check(self.nll_weight >= 0, f"nll_weight must be >= 0, got {self.nll_weight}")
+        # DPO rounds take beta / loss_type / nll_weight from the study level: a different value set
+        # in dpo_train would be silently overridden, so it is an error naming the key to use
+        defaults = TrainConfig()
+        for key in ("beta", "loss_type", "nll_weight"):
+            inner, outer = getattr(self.dpo_train, key), getattr(self, key)
+            check(inner == getattr(defaults, key) or inner == outer,
+                  f"dpo_train.{key}={inner!r} conflicts with {key}={outer!r}: the study's DPO rounds use "
+                  f"{key}; set {key}={inner!r} instead")
         check(self.reference in REFERENCES, f"reference must be one of {REFERENCES}, got {self.reference!r}")
         check(self.init in INITS, f"init must be one of {INITS}, got {self.init!r}")
         check(all(k >= 1 for k in self.pass_k), f"pass_k values must be >= 1, got {self.pass_k}")
