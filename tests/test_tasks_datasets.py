@@ -129,3 +129,19 @@ def test_local_file_errors(cache, tmp_path):
         get_task("gsm8k", data_files={"test": str(bad)}, cache_dir=cache).load("test")
     with pytest.raises(ValueError, match="unknown config key"):
         get_task("gsm8k", datafiles="x")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "is empty"),
+    ('{"question": "q", "answer": "#### 3"}\n{bad json\n', "line 2 is not JSON"),
+    ('["q", "#### 3"]\n', "line 1 holds a list, not an object"),
+])
+def test_bad_local_files_name_the_file_and_line(tmp_path, text, message):
+    from reversalkit.tasks import get_task
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text(text)
+    task = get_task("gsm8k", data_files={"train": str(path), "test": str(path)})
+    with pytest.raises(ValueError, match=f"{path}.*{message}|{message}") as info:
+        task.load("train")
+    assert str(path) in str(info.value)

@@ -7,6 +7,7 @@ how to pass local files instead, rather than a stack of connection errors.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +35,27 @@ def _files_for_split(data_files: DataFiles, split: str, task: str) -> list[str]:
         if not Path(f).is_file():
             raise FileNotFoundError(f"{task}: data file {f} for split {split!r} does not exist")
     return [str(f) for f in files]
+
+
+def _check_local_file(path: str, split: str, task: str) -> None:
+    """An empty file, or a JSON-lines file with a line that is not JSON, fails with the file and
+    line before the datasets builder runs (whose errors name neither)."""
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{task}: data file {path} for split {split!r} is empty")
+    if not path.endswith(".jsonl"):
+        return
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{task}: {path} line {number} is not JSON ({exc.msg}); each line of a "
+                                 ".jsonl file holds one object") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{task}: {path} line {number} holds a {type(row).__name__}, not an "
+                                 "object with the dataset's columns")
 
 
 def _builder(files: list[str], task: str) -> str:
@@ -69,8 +91,14 @@ def load_rows(
 
     if data_files is not None:
         files = _files_for_split(data_files, split, task)
-        ds = datasets.load_dataset(_builder(files, task), data_files={"rows": files}, split="rows",
-                                   cache_dir=cache_dir)
+        for f in files:
+            _check_local_file(f, split, task)
+        try:
+            ds = datasets.load_dataset(_builder(files, task), data_files={"rows": files}, split="rows",
+                                       cache_dir=cache_dir)
+        except Exception as exc:  # noqa: BLE001 - one line naming the files instead of a builder traceback
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ValueError(f"{task}: cannot read {', '.join(files)} for split {split!r}: {first}") from None
     elif hub_id:
         try:
             ds = datasets.load_dataset(hub_id, hub_config, split=hub_split or split, cache_dir=cache_dir)
