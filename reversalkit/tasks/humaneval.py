@@ -28,7 +28,8 @@ from typing import Any
 from reversalkit.tasks import extract
 from reversalkit.tasks.base import Problem
 from reversalkit.tasks.dataset_task import DatasetTask
-from reversalkit.tasks.sandbox import SandboxLimits, run, run_many
+from reversalkit.tasks.grading import grade_programs
+from reversalkit.tasks.sandbox import SandboxLimits
 from reversalkit.tasks.sandbox_calls import Calls
 
 STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")  # the Codex paper's stop sequences
@@ -135,18 +136,9 @@ class HumanEvalTask(DatasetTask):
         if len(problems) != len(texts):
             raise ValueError(f"{len(problems)} problems but {len(texts)} completions")
         programs = [program(p, t) for p, t in zip(problems, texts)]
-        todo = [i for i, code in enumerate(programs) if code is not None]
-        checks = [function_check(problems[i]) for i in todo]
-        codes = [programs[i] for i in todo]
-        if len(codes) == 1:
-            results = [run(codes[0], limits=self.sandbox, check=checks[0])]
-        else:
-            results = run_many(codes, limits=self.sandbox, workers=self.workers, progress=progress,
-                               desc="humaneval tests", checks=checks)
-        verdicts = [False] * len(texts)
-        for i, res in zip(todo, results):
-            verdicts[i] = res.passed
-        return verdicts
+        checks = [function_check(p) if code is not None else None for p, code in zip(problems, programs)]
+        return grade_programs(programs, checks, limits=self.sandbox, workers=self.workers,
+                              progress=progress, desc="humaneval tests")
 
     def equations(self, text: str) -> list[str]:
         return []

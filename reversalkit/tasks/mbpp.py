@@ -22,7 +22,8 @@ from typing import Any
 from reversalkit.tasks import extract
 from reversalkit.tasks.base import Problem
 from reversalkit.tasks.dataset_task import DatasetTask
-from reversalkit.tasks.sandbox import SandboxLimits, run, run_many
+from reversalkit.tasks.grading import grade_programs
+from reversalkit.tasks.sandbox import SandboxLimits
 from reversalkit.tasks.sandbox_calls import Calls
 
 # Modules a test may name without importing them (the candidate's own `import math` made them
@@ -130,18 +131,11 @@ class MBPPTask(DatasetTask):
         if len(problems) != len(texts):
             raise ValueError(f"{len(problems)} problems but {len(texts)} completions")
         codes = [extract.extract_code(t) for t in texts]
-        todo = [i for i, c in enumerate(codes) if c is not None]
-        programs = [f"{problems[i].meta.get('test_setup_code') or ''}\n{codes[i]}\n" for i in todo]
-        checks = [assert_check(problems[i]) for i in todo]
-        if len(programs) == 1:
-            results = [run(programs[0], limits=self.sandbox, check=checks[0])]
-        else:
-            results = run_many(programs, limits=self.sandbox, workers=self.workers, progress=progress,
-                               desc="mbpp tests", checks=checks)
-        verdicts = [False] * len(texts)
-        for i, res in zip(todo, results):
-            verdicts[i] = res.passed
-        return verdicts
+        programs = [None if code is None else f"{p.meta.get('test_setup_code') or ''}\n{code}\n"
+                    for p, code in zip(problems, codes)]
+        checks = [None if code is None else assert_check(p) for p, code in zip(problems, codes)]
+        return grade_programs(programs, checks, limits=self.sandbox, workers=self.workers,
+                              progress=progress, desc="mbpp tests")
 
     def equations(self, text: str) -> list[str]:
         return []
