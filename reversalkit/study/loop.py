@@ -176,15 +176,16 @@ class Study:
         self.on_event("step_done", name)
 
     def _eta(self, name: str, seconds: float) -> str:
-        """'step i of N, about M min left', from the time steps of each kind took so far."""
-        kind = name.rsplit("/", 1)[-1]
-        self._times.setdefault(kind, []).append(seconds)
+        """'step i of N, about M min left', from the time steps of each kind took so far (M1's
+        steps are kinds of their own); the estimate appears once every kind left has been timed."""
+        self._times.setdefault(_step_kind(name), []).append(seconds)
         plan = self.planned_steps()
         left = [s for s in plan if not self.store.is_done(s)]
+        done = f"step {len(plan) - len(left)} of {len(plan)}"
+        if any(_step_kind(s) not in self._times for s in left):
+            return done
         mean = {k: sum(v) / len(v) for k, v in self._times.items()}
-        overall = sum(sum(v) for v in self._times.values()) / sum(len(v) for v in self._times.values())
-        eta = sum(mean.get(s.rsplit("/", 1)[-1], overall) for s in left)
-        return f"step {len(plan) - len(left)} of {len(plan)}, about {eta / 60:.1f} min left"
+        return f"{done}, about {sum(mean[_step_kind(s)] for s in left) / 60:.1f} min left"
 
     def _round(self, node: Node, parent: Node) -> None:
         assert node.parent == parent.name and node.kind is not None
@@ -296,6 +297,11 @@ class Study:
         p1 = {s: m["pass1"]["mean"] for s, m in splits.items()}
         log.info("%s: greedy pass@1 %s", name, ", ".join(f"{s} {v:.3f}" for s, v in p1.items()))
         return {"pass1": p1.get(ID_SPLIT)}
+
+
+def _step_kind(step: str) -> str:
+    """'m1/train' and 'm1/eval' as themselves, other steps by their stage ('sample', 'train', ...)."""
+    return step if step.startswith(f"{ROOT}/") else step.rsplit("/", 1)[-1]
 
 
 def _m1_done(out_dir: str) -> bool:
