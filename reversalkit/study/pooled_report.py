@@ -107,6 +107,8 @@ def plot_reversal(results: dict[str, Any], out: Path) -> str:
     """Change vs M1 per iteration and method (pooled, paired CIs): ID pass@1, OOD pass@1, SBERT
     diversity of correct answers. Progress is the first panel above zero; reversal, the others."""
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
     sid, oods = results["id_split"], results["ood_splits"]
     panels = [(f"Δ pass@1 {sid}", lambda e: e["gain"].get(sid, {}).get("pooled"))]
     panels += [(f"Δ pass@1 {s}", lambda e, s=s: e["gain"].get(s, {}).get("pooled")) for s in oods]
@@ -125,6 +127,8 @@ def plot_reversal(results: dict[str, Any], out: Path) -> str:
             ax.errorbar(xs, ys, yerr=err, color=color, marker=marker, capsize=3, label=method)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"vs M1, pooled over seeds {results['seeds']} (95% paired bootstrap CIs over problems)",
                  fontsize=10)
