@@ -42,7 +42,7 @@ def main_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                   for e in ents if e.get("m1_pass_at_n_on_is")), None)
     header = ["method", "iter", f"pass@1 {sid} (seeds)", f"Δ pass@1 {sid} vs M1 [CI]",
               *[h for s in oods for h in (f"pass@1 {s}", f"Δ pass@1 {s} vs M1 [CI]")],
-              "|IS|", "|RS|", f"M1 pass@{n_top or 'N'} on IS",
+              "IS size", "RS size", f"M1 pass@{n_top or 'N'} on IS",
               "SBERT div. (c)", "Δ SBERT vs M1 [CI]", "distinct-1..5 (c)", "distinct eqs (c)", "train cov."]
     rows = []
     for method, entries in results["methods"].items():
