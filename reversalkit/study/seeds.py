@@ -86,7 +86,8 @@ def _get(entry: dict[str, Any], *path: str) -> Any:
 
 
 def _pool_entry(method: str, node: Any, runs: list[tuple[int, RunStore, dict[str, Any]]], splits: list[str],
-                ks: list[str], n_boot: int, ci: float) -> dict[str, Any] | None:
+                ks: list[str], n_boot: int, ci: float,
+                m1: dict[int, tuple[dict, dict]]) -> dict[str, Any] | None:
     entries = []
     for _, _, res in runs:
         found = [e for e in res["methods"].get(method, []) if e["node"] == node.name]
@@ -115,15 +116,15 @@ def _pool_entry(method: str, node: Any, runs: list[tuple[int, RunStore, dict[str
     if node.name == ROOT:
         return out
     for split in splits:
-        pairs = [(_greedy(store, node.name, split), _greedy(store, ROOT, split)) for _, store, _ in runs]
+        pairs = [(_greedy(store, node.name, split), m1[seed][0][split]) for seed, store, _ in runs]
         pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
         bseed = derive_seed(0, "pooled", node.name, split)
         out["gain"][split] = {
             "seeds": [paired_gain([p], n_boot=n_boot, ci=ci, seed=bseed) for p in pairs],
             "pooled": paired_gain(pairs, n_boot=n_boot, ci=ci, seed=bseed)}
     for key in DIVERSITY_KEYS:
-        pairs = [(_diversity(store, node.name).get(key, {}), _diversity(store, ROOT).get(key, {}))
-                 for _, store, _ in runs]
+        pairs = [(_diversity(store, node.name).get(key, {}), m1[seed][1].get(key, {}))
+                 for seed, store, _ in runs]
         out["diversity_change"][key] = paired_gain(pairs, n_boot=n_boot, ci=ci,
                                                    seed=derive_seed(0, "pooled", node.name, key))
     return out
@@ -140,10 +141,13 @@ def pool_results(cfg: Any, runs: list[tuple[int, RunStore]]) -> dict[str, Any]:
         "iterations": first["iterations"], "id_split": first["id_split"], "ood_splits": first["ood_splits"],
         "ks": first["ks"], "m1_source": first.get("m1_source"),
         "per_seed": {str(s): r for s, _, r in collected}, "methods": {}}
+    # M1's records, read once per seed: every iterate is compared with them
+    m1 = {seed: ({s: _greedy(store, ROOT, s) for s in splits}, _diversity(store, ROOT))
+          for seed, store, _ in collected}
     for method in cfg.methods:
         rows = []
         for node in method_nodes(cfg.round_kinds(method)):
-            row = _pool_entry(method, node, collected, splits, ks, cfg.bootstrap, cfg.ci)
+            row = _pool_entry(method, node, collected, splits, ks, cfg.bootstrap, cfg.ci, m1)
             if row is None:
                 break
             rows.append(row)
