@@ -1,8 +1,9 @@
 """The sampler facade: `Engine(model, tokenizer).generate(prompts, SamplingParams(...))`.
 
 A generate() call first computes the prompts' longest common prefix once (the few-shot prefix)
-and pins its KV blocks, then runs steps until every sample is done. A step is schedule -> run ->
-sample -> postprocess (see `_step`). Weights are copied out of the transformers model;
+and pins its KV blocks, then runs steps until every sample is done. A step is schedule (scheduler.py) -> run
+and sample (runner.py) -> postprocess (see `_step`); the call's own state (sampler, stop strings,
+finished completions) lives in a `_Call`. Weights are copied out of the transformers model;
 `load_weights` refreshes them after a training round without touching disk.
 
     engine = Engine(hf_model, tokenizer)
@@ -12,6 +13,7 @@ sample -> postprocess (see `_step`). Weights are copied out of the transformers 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import time
@@ -23,9 +25,9 @@ import torch
 from reversalkit.engine.block_manager import make_block_manager
 from reversalkit.engine.host import keep_freed_memory
 from reversalkit.engine.model import LlamaFamilyModel
-from reversalkit.engine.runner import ModelRunner
+from reversalkit.engine.runner import ModelRunner, StepOutput
 from reversalkit.engine.sampling import Sampler, StopChecker, request_key
-from reversalkit.engine.scheduler import Scheduler, SchedulerConfig
+from reversalkit.engine.scheduler import DecodeStep, PrefillStep, Scheduler, SchedulerConfig
 from reversalkit.engine.sequence import Completion, SamplingParams, Sequence
 from reversalkit.engine.tokenizer import TokenizerAdapter
 
@@ -72,6 +74,27 @@ def _eos_ids(hf_model) -> list[int]:
         if eos is not None:
             return [eos] if isinstance(eos, int) else [int(e) for e in eos]
     return []
+
+
+@dataclasses.dataclass
+class _Call:
+    """The state of one generate() call: how to sample and stop, the finished completions keyed by
+    (prompt index, sample index), and the tokens sampled so far."""
+
+    params: SamplingParams
+    sampler: Sampler
+    stops: StopChecker
+    results: dict[tuple[int, int], Completion] = dataclasses.field(default_factory=dict)
+    tokens: int = 0
+
+    def finish(self, seq: Sequence, tokenizer: TokenizerAdapter) -> None:
+        gen = seq.generated
+        text = tokenizer.decode(gen)
+        if seq.finish_reason == "stop" and self.stops.stop:
+            text = self.stops.truncate(text)
+        lp = seq.cumulative_logprob if seq.token_logprobs is not None else None
+        self.results[(seq.request_id, seq.sample_index)] = Completion(text, gen, lp, seq.finish_reason,
+                                                                     seq.token_logprobs)
 
 
 class Engine:
@@ -158,8 +181,8 @@ class Engine:
         """Refresh the weights from a transformers-style state dict; cached prefix KV is dropped."""
         self.model.load_weights(state_dict)
         self.block_manager.reset()
-        if self.runner is not None and self.runner.graphs is not None:  # they read the old weight tensors
-            self.runner.graphs.reset()
+        if self.runner is not None:
+            self.runner.reset_graphs()
 
     def release_memory(self) -> None:
         """Free the KV cache, the decode rows and any CUDA graphs until the next generate() makes
@@ -187,6 +210,8 @@ class Engine:
         self._check_fits(ids, params)
         self._ensure_runner()
         seed = params.seed if params.seed is not None else secrets.randbits(63)
+        call = _Call(params, Sampler(params), StopChecker(params.stop, self.tokenizer.decode_raw,
+                                                          self.model.spec.vocab_size, self.device))
         prefix_table = self._pin_prefix(ids, params)
         sched = self.scheduler
         for i, p in enumerate(ids):
@@ -194,17 +219,13 @@ class Engine:
             sched.add(Sequence(seq_id=sched.new_id(), request_id=i, sample_index=0, token_ids=list(p),
                                num_prompt_tokens=len(p), max_tokens=limit, rng_key=request_key(seed, p),
                                num_children=params.n, token_logprobs=[] if params.logprobs else None))
-        self._sampler = Sampler(params)
-        self._stops = StopChecker(params.stop, self.tokenizer.decode_raw, self.model.spec.vocab_size,
-                                  self.device)
-        self._results: dict[tuple[int, int], Completion] = {}
         try:
-            self._run(len(ids) * params.n, progress)
+            self._run(call, len(ids) * params.n, progress)
         finally:
             self._abort_leftovers()
             if prefix_table:
                 self.block_manager.free(prefix_table)
-        return [[self._results[(i, j)] for j in range(params.n)] for i in range(len(ids))]
+        return [[call.results[(i, j)] for j in range(params.n)] for i in range(len(ids))]
 
     # ---- input handling ----
     def _prompt_ids(self, prompts) -> list[list[int]]:
@@ -268,92 +289,53 @@ class Engine:
         return min(max(len(p) for p in ids) + params.max_new_tokens, self.max_model_len)
 
     # ---- the loop ----
-    def _run(self, total: int, progress: bool) -> None:
+    def _run(self, call: _Call, total: int, progress: bool) -> None:
         bar = None
         if progress:
             from tqdm.auto import tqdm  # noqa: PLC0415
 
             bar = tqdm(total=total, desc="sampling", unit="seq", dynamic_ncols=True)
         t0 = last = time.perf_counter()
-        self._tokens = 0
-        done = 0
         while self.scheduler.has_work():
-            finished = self._step()
-            done += finished
+            finished = self._step(call)
             if bar is not None:
                 bar.update(finished)
                 now = time.perf_counter()
                 if now - last > 0.5:
-                    bar.set_postfix_str(f"{self._tokens / (now - t0):,.0f} tok/s")
+                    bar.set_postfix_str(f"{call.tokens / (now - t0):,.0f} tok/s")
                     last = now
         elapsed = time.perf_counter() - t0
-        self.stats = {"tokens": self._tokens, "seconds": elapsed,
-                      "tokens_per_s": self._tokens / max(elapsed, 1e-9),
+        self.stats = {"tokens": call.tokens, "seconds": elapsed,
+                      "tokens_per_s": call.tokens / max(elapsed, 1e-9),
                       "preemptions": self.scheduler.num_preemptions}
         if bar is not None:
             bar.set_postfix_str(f"{self.stats['tokens_per_s']:,.0f} tok/s")
             bar.close()
 
-    def _step(self) -> int:
-        """schedule -> run -> sample -> postprocess; returns the number of finished samples."""
-        sched, run = self.scheduler, self.runner
-        if sched.wants_prefill():
-            batch = sched.schedule_prefill()
-            if batch:
-                logits = run.prefill(batch)  # (P, V)
-                adm = sched.admit(batch)
-                run.cache.copy_blocks(adm.copy_src, adm.copy_dst)
-                run.init_rows(adm, batch)
-                if len(adm.children) != len(batch):
-                    logits = logits[torch.tensor(adm.parent_index, device=logits.device)]
-                return self._sample(adm.children, adm.first_row, logits, decode=False)
-            if not sched.running:
-                raise RuntimeError("the next waiting prompt does not fit in the free KV blocks although "
-                                   "nothing else runs; raise kv_cache_memory")
-        B = len(sched.running)
-        needy = (run.row_pos[:B] % self.block_size == 0).nonzero().flatten().tolist()
-        moves, updates = sched.prepare_decode(needy)
-        run.apply_moves(moves)
-        run.set_blocks(updates)
-        B = len(sched.running)
-        return self._sample(sched.running, 0, run.decode(B), decode=True)
+    def _step(self, call: _Call) -> int:
+        """schedule -> run -> postprocess; returns the number of samples that finished."""
+        step = self.scheduler.schedule(self.runner.rows_starting_block)
+        out = self.runner.run(step, call.sampler)
+        return self._postprocess(call, step, out)
 
-    def _sample(self, seqs: list[Sequence], first_row: int, logits: torch.Tensor, decode: bool) -> int:
-        """Sample rows first_row.. (seqs in row order), detect finished samples, update the state."""
-        k = len(seqs)
-        run = self.runner
-        rows = slice(first_row, first_row + k)
-        tokens, logprobs = self._sampler(logits, run.row_keys[rows], run.row_gen[rows])
-        run.row_tokens[rows] = tokens
-        run.row_gen[rows] += 1
-        pos = run.row_pos[rows]  # position of the sampled token
-        finished = dict.fromkeys((pos + 1 >= run.row_limit[rows]).nonzero().flatten().tolist(), "length")
+    def _postprocess(self, call: _Call, step: PrefillStep | DecodeStep, out: StepOutput) -> int:
+        """Find the samples that finished (length, EOS, stop string), hand the tokens to the
+        scheduler, and turn finished samples into completions."""
+        seqs = step.seqs
+        finished = dict.fromkeys(out.at_limit, "length")
         if self.eos_ids:
-            finished.update(dict.fromkeys(torch.isin(tokens, self._eos).nonzero().flatten().tolist(), "stop"))
-        tok_list = tokens.tolist()
-        for i in self._stops.candidates(tokens):
+            finished.update(dict.fromkeys(torch.isin(out.tokens, self._eos).nonzero().flatten().tolist(), "stop"))
+        for i in call.stops.candidates(out.tokens):
             s = seqs[i]
-            if self._stops.hit(s.token_ids[s.num_prompt_tokens:] + [tok_list[i]]):
+            if call.stops.hit(s.token_ids[s.num_prompt_tokens:] + [out.token_list[i]]):
                 finished[i] = "stop"
-        seal = []  # blocks that the decoded input token completed, when its KV is in the paged cache
-        if decode and run.seals_decoded:
-            seal = (pos % self.block_size == 0).nonzero().flatten().tolist()
-        lp = None if logprobs is None else logprobs.tolist()
-        done, moves = self.scheduler.postprocess(first_row, tok_list, lp, finished, seal)
-        run.apply_moves(moves)
-        self._tokens += k
+        done, moves = self.scheduler.postprocess(step.first_row, out.token_list, out.logprobs, finished,
+                                                 out.seal)
+        self.runner.apply_moves(moves)
+        call.tokens += len(seqs)
         for seq in done:
-            self._finish(seq)
+            call.finish(seq, self.tokenizer)
         return len(done)
-
-    def _finish(self, seq: Sequence) -> None:
-        gen = seq.generated
-        text = self.tokenizer.decode(gen)
-        if seq.finish_reason == "stop" and self._stops.stop:
-            text = self._stops.truncate(text)
-        lp = seq.cumulative_logprob if seq.token_logprobs is not None else None
-        self._results[(seq.request_id, seq.sample_index)] = Completion(text, gen, lp, seq.finish_reason,
-                                                                      seq.token_logprobs)
 
     def _abort_leftovers(self) -> None:
         """After an error: release every block so the engine stays usable."""

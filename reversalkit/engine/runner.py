@@ -1,10 +1,15 @@
-"""Model runner: owns the KV cache and the per-row decode state, turns scheduled sequences into
-tensors, and runs the model.
+"""Model runner: owns the KV cache and the per-row decode state, runs the scheduler's steps on the
+model and samples their tokens.
+
+    runner.begin(prefix_table, prefix_len, max_total_len)   # once per generate() call
+    out = runner.run(step, sampler)                         # step: scheduler.PrefillStep | DecodeStep
+    runner.apply_moves(moves)                               # rows vacated by finished samples
 
 Row state (one entry per running sequence, rows 0..B-1, moved when the scheduler compacts rows):
 `row_tokens` the token to feed next, `row_pos` its position, `block_tables` the sequence's KV
 blocks, `row_keys` / `row_gen` its sampling stream and draw counter, `row_limit` its length limit.
-A decode step therefore builds no per-sequence Python structures: it slices these buffers.
+A decode step therefore builds no per-sequence Python structures: it slices these buffers. They are
+the runner's own: the engine sees only `StepOutput`s and `rows_starting_block`.
 
 Decode backends: "rows" (CPU: contiguous per-row KV + cascade over the shared prefix, see
 rows.py; decoded tokens are not written to the paged cache, so `seals_decoded` is False),
@@ -13,6 +18,8 @@ torch, any device).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 
@@ -27,11 +34,23 @@ from reversalkit.engine.attention import (
 from reversalkit.engine.cuda_graphs import DecodeGraphs
 from reversalkit.engine.model import LlamaFamilyModel
 from reversalkit.engine.rows import RowDecodeAttention, RowKV
-from reversalkit.engine.sampling import as_int64
-from reversalkit.engine.scheduler import Admission
+from reversalkit.engine.sampling import Sampler, as_int64
+from reversalkit.engine.scheduler import Admission, DecodeStep, PrefillStep
 from reversalkit.engine.sequence import Sequence
 
 DECODE_BACKENDS = ("auto", "rows", "triton", "reference")
+
+
+@dataclasses.dataclass
+class StepOutput:
+    """The tokens one step sampled for rows first_row.. of the step, in row order (offsets below
+    count from first_row)."""
+
+    tokens: torch.Tensor  # (k,) int64 on the model's device
+    token_list: list[int]  # the same tokens on the host
+    logprobs: list[float] | None  # (k,) log-probabilities under the model, when asked for
+    at_limit: list[int]  # offsets whose sampled token reaches the sample's length limit
+    seal: list[int]  # offsets whose decoded input token filled its block in the paged cache
 
 
 class ModelRunner:
@@ -157,6 +176,43 @@ class ModelRunner:
         for buf in (self.row_tokens, self.row_pos, self.row_keys, self.row_gen, self.row_limit,
                     self.block_tables):
             buf[dst] = buf[src]
+
+    def rows_starting_block(self, B: int) -> list[int]:
+        """Rows among 0..B-1 whose next token is the first of a new KV block."""
+        return (self.row_pos[:B] % self.block_size == 0).nonzero().flatten().tolist()
+
+    def reset_graphs(self) -> None:
+        """Drop captured CUDA graphs (they read the weight tensors they were captured with)."""
+        if self.graphs is not None:
+            self.graphs.reset()
+
+    def run(self, step: PrefillStep | DecodeStep, sampler: Sampler) -> StepOutput:
+        """Execute one scheduled step and sample a token for each of its rows."""
+        if isinstance(step, PrefillStep):
+            logits = self.prefill(step.parents)  # (P, V)
+            adm = step.admission
+            self.cache.copy_blocks(adm.copy_src, adm.copy_dst)
+            self.init_rows(adm, step.parents)
+            if len(adm.children) != len(step.parents):
+                logits = logits[torch.tensor(adm.parent_index, device=logits.device)]
+            return self._sample(sampler, logits, adm.first_row, decode=False)
+        self.apply_moves(step.moves)
+        self.set_blocks(step.block_updates)
+        return self._sample(sampler, self.decode(len(step.seqs)), 0, decode=True)
+
+    def _sample(self, sampler: Sampler, logits: torch.Tensor, first_row: int, decode: bool) -> StepOutput:
+        """Sample rows first_row.. from logits (k, V) and advance their row state."""
+        rows = slice(first_row, first_row + logits.shape[0])
+        tokens, logprobs = sampler(logits, self.row_keys[rows], self.row_gen[rows])
+        self.row_tokens[rows] = tokens
+        self.row_gen[rows] += 1
+        pos = self.row_pos[rows]  # position of the sampled token
+        at_limit = (pos + 1 >= self.row_limit[rows]).nonzero().flatten().tolist()
+        seal = []  # the decoded input token completed its block, and its KV is in the paged cache
+        if decode and self.seals_decoded:
+            seal = (pos % self.block_size == 0).nonzero().flatten().tolist()
+        return StepOutput(tokens, tokens.tolist(), None if logprobs is None else logprobs.tolist(),
+                          at_limit, seal)
 
     def set_blocks(self, updates: list[tuple[int, int, int]]) -> None:
         for row, idx, block in updates:

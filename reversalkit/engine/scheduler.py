@@ -9,12 +9,14 @@ none is free, the most recently admitted sequence is preempted: its blocks are f
 back to the front of the queue, to be recomputed later (same tokens: sampling is counter-based).
 
     sched = Scheduler(block_manager, SchedulerConfig(max_num_seqs=256))
+    step = sched.schedule(runner.rows_starting_block)   # a PrefillStep or a DecodeStep
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from collections.abc import Callable
 
 from reversalkit.config import Config, check, option
 from reversalkit.engine.sequence import SeqStatus, Sequence
@@ -52,6 +54,34 @@ class Admission:
     copy_dst: list[int]
 
 
+@dataclasses.dataclass
+class PrefillStep:
+    """Compute the prompts `parents` (their blocks allocated), then sample the first token of each
+    admitted sample: `admission.children`, rows admission.first_row.. ."""
+
+    parents: list[Sequence]
+    admission: Admission
+
+    @property
+    def seqs(self) -> list[Sequence]:
+        return self.admission.children
+
+    @property
+    def first_row(self) -> int:
+        return self.admission.first_row
+
+
+@dataclasses.dataclass
+class DecodeStep:
+    """Apply the row moves (src, dst) and block assignments (row, index in table, block), then
+    decode one token for every running sequence, rows 0..len(seqs)-1."""
+
+    seqs: list[Sequence]
+    moves: list[tuple[int, int]]
+    block_updates: list[tuple[int, int, int]]
+    first_row: int = 0
+
+
 class Scheduler:
     def __init__(self, block_manager, config: SchedulerConfig | None = None):
         self.bm = block_manager
@@ -81,6 +111,20 @@ class Scheduler:
         if not self.running:
             return True
         return free_rows >= max(head, int(self.cfg.refill_fraction * self.cfg.max_num_seqs))
+
+    def schedule(self, rows_starting_block: Callable[[int], list[int]]) -> PrefillStep | DecodeStep:
+        """The next step: a prefill when rows are free for the head of the queue and its blocks fit,
+        else a decode of every running sequence. rows_starting_block(B) lists the rows among 0..B-1
+        whose next token starts a new KV block (the runner knows their positions)."""
+        if self.wants_prefill():
+            batch = self.schedule_prefill()
+            if batch:
+                return PrefillStep(batch, self.admit(batch))
+            if not self.running:
+                raise RuntimeError("the next waiting prompt does not fit in the free KV blocks although "
+                                   "nothing else runs; raise kv_cache_memory")
+        moves, updates = self.prepare_decode(rows_starting_block(len(self.running)))
+        return DecodeStep(self.running, moves, updates)
 
     # ---- prefill ----
     def schedule_prefill(self) -> list[Sequence]:
