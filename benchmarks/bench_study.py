@@ -142,7 +142,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="bench_study_")
     ws = Workspace(cfg, RunStore.open(Path(tmp) / "run", cfg.to_dict()))
     model, tok = get_m1(cfg, ws, args.m1, args.m1_steps or (60 if args.quick else 400))
-    engine = Engine(model, tok, device="cpu", block_size=cfg.block_size)
+    engine = Engine(model, tok, device="cpu", block_size=cfg.block_size, tune_malloc=True)
     peer = HFSampler(model, tok)
     sbert = ws.sbert()
 

@@ -21,8 +21,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
@@ -137,7 +135,7 @@ def _kv(items: list[str]) -> dict[str, Any]:
 
 def _load_checkpoint(spec: str, device: str):
     from reversalkit import models  # noqa: PLC0415
-    from reversalkit.study.stages import resolve_device  # noqa: PLC0415
+    from reversalkit.device import resolve_device  # noqa: PLC0415
 
     dev = resolve_device(device)
     return models.load_model(spec, device=dev, dtype="auto"), models.load_tokenizer(spec), dev
@@ -245,6 +243,13 @@ COMMANDS = {"study": cmd_study, "sample": cmd_sample, "eval": cmd_eval, "report"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from reversalkit.engine.host import keep_freed_memory  # noqa: PLC0415
+
+    # Settings for the process the CLI owns: tokenizers without its thread pool (a process that
+    # forks after using it gets a warning per fork), and freed heap memory kept for reuse (removes
+    # page faults from every CPU decode step, see engine/host.py).
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    keep_freed_memory()
     args = build_parser().parse_args(argv)
     if args.quiet:  # this process is the CLI's: its libraries' bars go too
         import transformers  # noqa: PLC0415

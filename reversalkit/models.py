@@ -29,6 +29,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from reversalkit.device import resolve_dtype
+
 PAD, BOS, EOS, UNK = "<|pad|>", "<|bos|>", "<|eos|>", "<|unk|>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # ids 0..3 in this order
 
@@ -169,23 +171,6 @@ def tiny_llama(
 def num_parameters(model: torch.nn.Module) -> int:
     """Unique parameters (a tied embedding counts once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
-    """'auto' is bf16 on a CUDA device that supports it and fp32 elsewhere."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        dev = torch.device(device)
-        bf16 = dev.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if bf16 else torch.float32
-    if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use 'auto' or one of {', '.join(sorted(_DTYPES))}")
-    return _DTYPES[dtype]
 
 
 def _offline_hint(spec: str, what: str, exc: Exception) -> OSError:

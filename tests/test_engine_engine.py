@@ -250,7 +250,7 @@ def test_apply_moves_follows_chains_of_moves():
 def test_tokenizer_adapter_encodes_prompts_of_every_kind_alike():
     """A transformers tokenizer, its `tokenizers.Tokenizer` and a plain object with encode()/decode()
     give the prompt ids transformers' encode gives (BOS included)."""
-    from reversalkit.engine.tokenizer import TokenizerAdapter
+    from reversalkit.tokenization import TokenizerAdapter
 
     tok = hf_tokenizer()
     texts = ["w5 w9 w12", "w40", "w3 w3 w7 w8"]

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from train_fixtures import sft_examples, toy_tokenizer
 
-from reversalkit.engine.tokenizer import batch_encode
+from reversalkit.tokenization import batch_encode
 from reversalkit.train import TrainConfig
 from reversalkit.train.data import Encoded, collate, encode, encode_many, num_steps, plan_run
 from reversalkit.train.optim import lr_at, param_groups

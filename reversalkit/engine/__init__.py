@@ -9,7 +9,8 @@
 Pieces, each usable alone: sequence (SamplingParams, Completion, Sequence), block_manager (C++
 allocator + Python mirror), scheduler, model (Llama-family forward), attention (paged KV storage,
 prefill, paged decode), paged_decode (Triton kernel), rows (CPU decode rows + fused C++ kernel),
-cuda_graphs, sampling, tokenizer, host (CPU allocator tuning), runner, engine.
+cuda_graphs, sampling, host (CPU allocator tuning), runner, engine. Tokenization is shared with
+training: reversalkit.tokenization.
 """
 
 from reversalkit.engine.engine import Engine

@@ -22,6 +22,7 @@ from collections.abc import Sequence as Seq
 
 import torch
 
+from reversalkit.device import resolve_dtype
 from reversalkit.engine.block_manager import make_block_manager
 from reversalkit.engine.host import keep_freed_memory
 from reversalkit.engine.model import LlamaFamilyModel
@@ -29,11 +30,7 @@ from reversalkit.engine.runner import ModelRunner, StepOutput
 from reversalkit.engine.sampling import Sampler, StopChecker, request_key
 from reversalkit.engine.scheduler import DecodeStep, PrefillStep, Scheduler, SchedulerConfig
 from reversalkit.engine.sequence import Completion, SamplingParams, Sequence
-from reversalkit.engine.tokenizer import TokenizerAdapter
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-
+from reversalkit.tokenization import TokenizerAdapter
 
 _CPU_KV_CAP = 2 << 30  # default paged-cache bytes on CPU at most
 _KV_HEADROOM = 1.1  # the default CPU cache holds max_num_seqs full-length sequences and 10% more
@@ -41,12 +38,13 @@ _CPU_ROWS = (256, 1024)  # default max_num_seqs on CPU: at least, at most (see c
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
-def _resolve_dtype(dtype) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be a torch.dtype or one of {sorted(_DTYPES)}, got {dtype!r}")
-    return _DTYPES[dtype]
+def _engine_dtype(dtype, device, model) -> torch.dtype | None:
+    """None keeps the model's dtype; anything else resolves for the device the engine runs on."""
+    if dtype is None:
+        return None
+    if device is None:
+        device = "cpu" if isinstance(model, (str, os.PathLike)) else next(model.parameters()).device
+    return resolve_dtype(dtype, device)
 
 
 def _load_hf(path, dtype):
@@ -54,6 +52,7 @@ def _load_hf(path, dtype):
 
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model checkpoint directory {path} does not exist")
+    # dtype None: the checkpoint's stored dtype (what transformers calls "auto")
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
 
 
@@ -103,7 +102,9 @@ class Engine:
     model: a transformers Llama/Mistral/Qwen2 causal LM or a local checkpoint directory.
     tokenizer: a transformers tokenizer or a `tokenizers.Tokenizer` (None: token-id prompts only,
         empty texts). Loaded from the checkpoint directory when model is a path that holds one.
-    device, dtype: default to the model's. block_size: tokens per KV block.
+    device: defaults to the model's. dtype: None keeps the model's (a checkpoint directory's stored
+        dtype), else a torch.dtype or a name for `reversalkit.device.resolve_dtype` ('auto': bf16
+        on a CUDA device that supports it, fp32 elsewhere). block_size: tokens per KV block.
     kv_cache_memory: bytes for the paged KV cache, or a float in (0, 1] for that fraction of the
         free accelerator memory; default: room for max_num_seqs full-length sequences on CPU
         (at most 2 GiB), 90% of free memory on CUDA. On CPU the decode rows (attention.RowKV)
@@ -112,16 +113,17 @@ class Engine:
         4096 tokens and as many rows, from 256 up to 1024, as full-length sequences fit in 2 GiB
         of KV, see `cpu_rows`). decode_backend: "auto", "rows", "triton" or "reference" (see runner.py).
     cuda_graphs: replay the decode step as CUDA graphs (CUDA only; falls back to eager on failure).
-    tune_malloc: keep freed heap memory for reuse (process-wide glibc setting, see host.py);
-        default True on CPU, where it removes page faults from every decode step.
+    tune_malloc: keep freed heap memory for reuse (a process-wide glibc setting, see host.py), off
+        unless asked: on CPU it removes page faults from every decode step, so a program that owns
+        its process (the `reversalkit` CLI, the benchmarks) turns it on.
     prefer_native: use the C++ block manager when reversalkit._C is built.
     """
 
     def __init__(self, model, tokenizer=None, *, device=None, dtype=None, block_size: int = 16,
                  kv_cache_memory: int | float | None = None, max_num_seqs: int | None = None,
                  max_num_batched_tokens: int | None = None, decode_backend: str = "auto",
-                 cuda_graphs: bool = True, tune_malloc: bool | None = None, prefer_native: bool = True):
-        dtype = _resolve_dtype(dtype)
+                 cuda_graphs: bool = True, tune_malloc: bool = False, prefer_native: bool = True):
+        dtype = _engine_dtype(dtype, device, model)
         if isinstance(model, (str, os.PathLike)):
             path = str(model)
             model = _load_hf(path, dtype)
@@ -155,7 +157,7 @@ class Engine:
                                  max_rows=sched.max_num_seqs, decode_backend=decode_backend,
                                  cuda_graphs=cuda_graphs)
         self.runner: ModelRunner | None = ModelRunner(self.model, **self._runner_args)
-        if tune_malloc if tune_malloc is not None else not cuda:
+        if tune_malloc:
             keep_freed_memory()
         self.stats: dict[str, float] = {}
 

@@ -5,8 +5,8 @@ allocations of that size with fresh mmap()s, so every step page-faults its tempo
 measured ~540 minor faults and ~35% of the step time per layer of the tiny model at 256 sequences.
 `keep_freed_memory()` raises glibc's mmap and trim thresholds so freed blocks are reused instead.
 It changes the whole process's malloc behaviour (memory is returned to the OS less eagerly), which
-is why it is a separate, explicit call: Engine makes it only when asked (`tune_malloc=True`, its
-default on CPU) and says so in its docstring.
+is why it is a separate, explicit call: Engine makes it only when asked (`tune_malloc=True`, off by
+default); the `reversalkit` CLI asks for it in main(), as a program that owns its process.
 """
 
 from __future__ import annotations

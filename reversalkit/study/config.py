@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from reversalkit.config import Config, check, option
+from reversalkit.kernels import LOSS_TYPES
 from reversalkit.train import TrainConfig
 
 METHODS = ("sft", "dpo", "sft_dpo", "gold")
@@ -23,7 +24,6 @@ REFERENCES = ("previous", "m1")
 INITS = ("continue", "reset")
 SFT_SELECTIONS = ("all", "dedup")
 SAMPLE_DRAWS = ("fixed", "fresh")
-LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust")
 # Keys that may change between a run and its resume without changing any number.
 NON_RESULT_KEYS = ("out_dir", "progress", "sbert_batch_size")
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from reversalkit.device import resolve_device
 from reversalkit.study import evaluate, rollout
 from reversalkit.study.config import StudyConfig
 from reversalkit.study.data import build_pairs, select_sft
@@ -19,14 +20,6 @@ from reversalkit.study.plan import derive_seed
 from reversalkit.train import DPOPair, SFTExample, TrainConfig, reference_logprobs, train_dpo, train_sft
 
 log = logging.getLogger("reversalkit.study")
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use device: cpu")
-    return device
 
 
 def gold_completions(problem: Any, all_solutions: bool) -> list[str]:

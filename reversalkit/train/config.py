@@ -10,9 +10,9 @@ import dataclasses
 from typing import Any
 
 from reversalkit.config import Config, check, option
+from reversalkit.kernels import LOSS_TYPES
 
 SCHEDULES = ("constant", "cosine")
-LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust")
 
 
 @dataclasses.dataclass

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from reversalkit.engine.tokenizer import batch_encode
+from reversalkit.tokenization import batch_encode
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,12 @@
-"""One encode/decode interface over the tokenizers the sampler accepts: a transformers tokenizer,
-a `tokenizers.Tokenizer`, a directory to load one from, or None (token-id prompts, empty texts)."""
+"""Tokenization shared by training and sampling (a leaf: it imports nothing of reversalkit).
+
+`batch_encode` encodes many texts in one call for a transformers tokenizer or a
+`tokenizers.Tokenizer`; `TokenizerAdapter` is the one encode/decode interface the sampler uses over
+those, a directory to load one from, or None (token-id prompts, empty texts).
+
+    ids = batch_encode(tokenizer, ["2 + 3 ="], add_special_tokens=True)
+    TokenizerAdapter(tokenizer).decode(ids[0])
+"""
 
 from __future__ import annotations
 
