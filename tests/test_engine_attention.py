@@ -74,8 +74,9 @@ def test_triton_paged_decode_matches_reference(B, H, Hkv, D, bs, lens, window):
     q, kc, vc, bt, cl = random_paged(B, H, Hkv, D, bs, lens, num_blocks=64, seed=1)
     ref = paged_decode_reference(q, kc, vc, bt, cl, D ** -0.5, window)
     out = paged_decode(q, kc, vc, bt, cl, D ** -0.5, window)
-    # fp32 inputs, fp32 accumulation: both sides round at ~1e-7 relative
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    # fp32 inputs, fp32 accumulation: both sides round at ~1e-7 of the largest value they average
+    # (outputs are convex combinations of V rows), so they differ by ~2e-7 of it; 2x that
+    torch.testing.assert_close(out, ref, rtol=0, atol=4e-7 * ref.abs().max().item())
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

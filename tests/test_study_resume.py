@@ -6,6 +6,7 @@ artifacts of an unfinished step on disk). Rerunning B must redo that step and fi
 and final checkpoints identical to A's.
 """
 
+import gzip
 import json
 import os
 import random
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 
@@ -93,83 +95,103 @@ def _final_weights(run_dir, node):
     return b"".join(p.read_bytes() for p in files)
 
 
-@pytest.fixture
-def easysum():
-    yield
+def _greedy_pass1(run_dir, node, split="id"):
+    with gzip.open(run_dir / "nodes" / node / "eval" / f"{split}.greedy.jsonl.gz", "rt") as f:
+        flags = [bool(json.loads(line)["correct"]) for line in f]
+    return sum(flags) / len(flags)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Run A uninterrupted; run B killed after the first DPO round's checkpoint lands, then resumed.
+    Shared by the tests below: the two runs are the expensive part."""
+    tmp = tmp_path_factory.mktemp("resume")
+    a_dir, b_dir = tmp / "a", tmp / "b"
+    events = []
+    results_a = Study(micro_config(a_dir), on_event=lambda k, n: events.append((k, n)),
+                      print_summary=False).run()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    script = SCRIPT.format(tests=os.path.dirname(__file__), out=str(b_dir))
+    killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                            timeout=240)
+    manifest_at_kill = json.loads((b_dir / "manifest.json").read_text())
+    kill_artifact_left = (b_dir / KILL_AT).exists()
+    resumed = []
+    results_b = Study(micro_config(b_dir), on_event=lambda k, n: resumed.append((k, n)),
+                      print_summary=False).run()
+    yield SimpleNamespace(tmp=tmp, a_dir=a_dir, b_dir=b_dir, events=events, results_a=results_a,
+                          killed=killed, manifest_at_kill=manifest_at_kill,
+                          kill_artifact_left=kill_artifact_left, resumed=resumed, results_b=results_b)
     REGISTRY.unregister("easysum")
 
 
 @pytest.mark.timeout(300)
-def test_killed_study_resumes_to_identical_results(tmp_path, easysum):
-    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
-    events = []
-    results_a = Study(micro_config(a_dir), on_event=lambda k, n: events.append((k, n)),
-                      print_summary=False).run()
-
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
-    script = SCRIPT.format(tests=os.path.dirname(__file__), out=str(b_dir))
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=240)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    manifest = json.loads((b_dir / "manifest.json").read_text())
-    assert "m1-s/eval" in manifest["steps"] and "m1-d/ref" in manifest["steps"]
-    assert "m1-d/train" not in manifest["steps"]
-    assert (b_dir / KILL_AT).exists()  # the unfinished step's artifact is on disk
-
-    resumed = []
-    results_b = Study(micro_config(b_dir), on_event=lambda k, n: resumed.append((k, n)),
-                      print_summary=False).run()
-    started = [n for k, n in resumed if k == "step_start"]
+def test_killed_study_resumes_to_identical_results(runs):
+    assert runs.killed.returncode == -signal.SIGKILL, runs.killed.stderr[-3000:]
+    steps = runs.manifest_at_kill["steps"]
+    assert "m1-s/eval" in steps and "m1-d/ref" in steps and "m1-d/train" not in steps
+    assert runs.kill_artifact_left  # the unfinished step's artifact was on disk
+    started = [n for k, n in runs.resumed if k == "step_start"]
     assert started[0] == "m1-d/train"  # nothing before the killed step is redone
     assert "m1/train" not in started and "m1-s/train" not in started
-    assert results_b == results_a
+    assert runs.results_b == runs.results_a
     for node in ("m1-ss", "m1-dd", "m1-sd"):
-        assert _final_weights(b_dir, node) == _final_weights(a_dir, node)
+        assert _final_weights(runs.b_dir, node) == _final_weights(runs.a_dir, node)
 
-    # the run is complete: a rerun does nothing, a changed config is refused
+
+def test_complete_run_reruns_nothing_and_refuses_a_changed_config(runs):
     again = []
-    Study(micro_config(b_dir), on_event=lambda k, n: again.append(k), print_summary=False).run()
+    Study(micro_config(runs.b_dir), on_event=lambda k, n: again.append(k), print_summary=False).run()
     assert "step_start" not in again
     with pytest.raises(ValueError, match="seed: 0 -> 1"):
-        Study(micro_config(b_dir).replace(seed=1), print_summary=False).run()
+        Study(micro_config(runs.b_dir).replace(seed=1), print_summary=False).run()
 
-    # the first DPO round's reference came (at least partly) from M1's samples
-    ref_step = json.loads((a_dir / "manifest.json").read_text())["steps"]["m1-d/ref"]
+
+def test_first_dpo_reference_comes_from_m1_samples(runs):
+    ref_step = json.loads((runs.a_dir / "manifest.json").read_text())["steps"]["m1-d/ref"]
     assert ref_step["reference"] == "m1" and 0 < ref_step["from_samples"] <= ref_step["pairs"]
-    # what the run directory holds
+
+
+def test_run_directory_holds_every_artifact(runs):
     for rel in ("config.yaml", "study.log", "results.json", "report/report.md", "report/index.html",
                 "report/pass1.png", "nodes/m1/eval/id.samples.jsonl.gz", "nodes/m1-d/ref_logps.safetensors"):
-        assert (a_dir / rel).exists(), rel
-    # the CLI's sample and eval commands on the run's M1 checkpoint
-    m1 = str(a_dir / "nodes" / "m1" / "model")
-    out = tmp_path / "samples.jsonl"
+        assert (runs.a_dir / rel).exists(), rel
+
+
+def test_cli_sample_and_eval_on_the_runs_m1(runs):
+    m1 = str(runs.a_dir / "nodes" / "m1" / "model")
+    out = runs.tmp / "samples.jsonl"
     assert cli.main(["-q", "sample", "--model", m1, "--task", "easysum", "--split", "test", "--n", "2",
                      "--max-new-tokens", "24", "--device", "cpu", "--out", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 20 and {r["i"] for r in rows} == {0, 1} and all("correct" in r for r in rows)
-    metrics_file = tmp_path / "m1.json"
+    metrics_file = runs.tmp / "m1.json"
     assert cli.main(["-q", "eval", "--model", m1, "--preset", "tiny", *sum((["--set", o] for o in MICRO), []),
                      "--out", str(metrics_file)]) == 0
     evaluated = json.loads(metrics_file.read_text())
-    assert evaluated["id"]["pass1"] == results_a["methods"]["sft"][0]["eval"]["id"]["pass1"]
+    assert evaluated["id"]["pass1"] == runs.results_a["methods"]["sft"][0]["eval"]["id"]["pass1"]
 
-    steps = [n for k, n in events if k == "step_done"]
-    # shared lineage: m1-s (first round of sft and sft_dpo) is trained once
-    assert steps.count("m1-s/train") == 1 and "m1-sd/train" in steps
-    sft, sft_dpo = results_a["methods"]["sft"], results_a["methods"]["sft_dpo"]
+
+def test_shared_lineage_is_trained_once(runs):
+    steps = [n for k, n in runs.events if k == "step_done"]
+    assert steps.count("m1-s/train") == 1 and "m1-sd/train" in steps  # first round of sft and sft_dpo
+    sft, sft_dpo = runs.results_a["methods"]["sft"], runs.results_a["methods"]["sft_dpo"]
     assert [e["node"] for e in sft_dpo] == ["m1", "m1-s", "m1-sd"] and sft_dpo[1] == sft[1]
-    for entries in results_a["methods"].values():
+    for entries in runs.results_a["methods"].values():
         assert [e["iteration"] for e in entries] == [1, 2, 3]
+
+
+def test_reported_pass1_is_the_greedy_records_accuracy(runs):
+    for entries in runs.results_a["methods"].values():
         for e in entries:
-            assert 0.0 <= e["eval"]["id"]["pass1"]["mean"] <= 1.0
+            assert e["eval"]["id"]["pass1"]["mean"] == pytest.approx(_greedy_pass1(runs.a_dir, e["node"]),
+                                                                     abs=1e-12), e["node"]
 
 
 @pytest.mark.parametrize("device, released", [("cuda", 1), ("cuda:1", 1), ("cpu", 0)])
 def test_training_releases_the_engine_cache_on_a_gpu(device, released):
     """Before each training step the workspace frees the engine's KV cache on CUDA (it holds most
     of the free memory), and leaves the CPU engine alone."""
-    from types import SimpleNamespace
-
     from reversalkit.study.workspace import Workspace
 
     calls = []
