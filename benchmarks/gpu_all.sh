@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# One lease, one script: checks and times the Triton kernels and the sampler on a CUDA card, then
-# runs a small study there end to end.
-# Run from the repository root on the GPU machine: `bash benchmarks/gpu_all.sh`.
-# Each part has its own time limit so that one slow part cannot eat the other's numbers; the
-# defaults (190 + 200 + 150 s) keep the whole script inside one 10-minute command.
+# Checks and times the Triton kernels and the sampler on a CUDA card, then runs a small study there
+# end to end. Run from the repository root on the GPU machine: `bash benchmarks/gpu_all.sh`.
+# Each part has its own time limit (KERNELS_LIMIT, ENGINE_LIMIT, STUDY_LIMIT; defaults 190, 200 and
+# 150 s), so a slow part cannot keep the others from reporting.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT="${OUT:-/tmp/reversalkit_gpu}"; mkdir -p "$OUT"

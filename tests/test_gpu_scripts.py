@@ -1,7 +1,7 @@
 """The one-shot GPU scripts run end to end in their --dry-run mode (tiny shapes, Triton's interpreter).
 
-GPU time is scarce and comes by chance, so a script that breaks on the card costs a session; these
-runs catch what can break without a card (imports, argument handling, shapes, the report code).
+These runs catch what can break without a card (imports, argument handling, shapes, the report
+code) on the CPU.
 """
 
 import os
