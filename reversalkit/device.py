@@ -31,5 +31,6 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch
         bf16 = dev.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         return torch.bfloat16 if bf16 else torch.float32
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use 'auto', a torch.dtype or one of {', '.join(sorted(DTYPES))}")
+        raise ValueError(f"unknown dtype {dtype!r}; use 'auto', a torch.dtype or one of "
+                         f"{', '.join(sorted(DTYPES))}")
     return DTYPES[dtype]

@@ -326,7 +326,8 @@ class Engine:
         seqs = step.seqs
         finished = dict.fromkeys(out.at_limit, "length")
         if self.eos_ids:
-            finished.update(dict.fromkeys(torch.isin(out.tokens, self._eos).nonzero().flatten().tolist(), "stop"))
+            eos = torch.isin(out.tokens, self._eos).nonzero().flatten().tolist()
+            finished.update(dict.fromkeys(eos, "stop"))
         for i in call.stops.candidates(out.tokens):
             s = seqs[i]
             if call.stops.hit(s.token_ids[s.num_prompt_tokens:] + [out.token_list[i]]):
