@@ -1,7 +1,7 @@
 """Build script: the pure-Python package plus the C++ extension reversalkit._C.
 
 `kernels/` is installed as the subpackage `reversalkit.kernels`. The extension is host-side C++17
-with no torch linkage (KV block allocator, n-gram statistics, CPU decode kernels), so it builds
+with no torch linkage (n-gram statistics, CPU decode kernels), so it builds
 without torch; OpenMP is used where the compiler has it.
 Run: `pip install .` or `pip install -e .`
 """

@@ -147,7 +147,7 @@ def study_cases(kind: str, num_prompts: int) -> list[Case]:
 
     tok = build_tokenizer()
     prompts = build_prompts(num_prompts, shots=0)
-    engine = Engine(build_model(kind, len(tok)), tok)
+    engine = Engine(build_model(kind, len(tok)), tok, tune_malloc=True)
     n, max_new = 8, 96
 
     def run() -> int:
@@ -172,7 +172,7 @@ def make_cases(kind: str, num_prompts: int, n: int, max_new: int, hf_batch_promp
     tok = build_tokenizer()
     prompts = build_prompts(num_prompts)
     model = build_model(kind, len(tok))
-    engine = Engine(model, tok)
+    engine = Engine(model, tok, tune_malloc=True)
     plen = len(tok(prompts[0])["input_ids"])
     params = {"model": kind, "n": n, "max_new_tokens": max_new, "prompt_tokens": plen}
     sub = prompts[:batch_prompts]

@@ -1,7 +1,7 @@
 """One-shot GPU check and benchmark of the sampler (reversalkit.engine), under 4 minutes.
 
-Runs from the repository tree without installing the package (the C++ block manager may be
-missing; the Python mirror then serves). In order, each phase guarded by the time budget:
+Runs from the repository tree without installing the package (without reversalkit._C the
+engine takes its torch paths). In order, each phase guarded by the time budget:
   1. the Triton paged-decode kernel against the torch reference (fp32 and bf16, GQA, window);
   2. greedy output == transformers' generate on tiny random Llama / Mistral / Qwen2 (fp32), and
      the Triton top-p sampler against the torch path (tokens and time per call at 512 x 128k);

@@ -6,16 +6,14 @@
 namespace py = pybind11;
 
 void bind_ngrams(py::module_& m);
-void bind_block_manager(py::module_& m);
 void bind_decode_attention(py::module_& m);
 void bind_decode_step(py::module_& m);
 void bind_train_ops(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
-    m.doc() = "reversalkit host-side hot loops: n-gram statistics, KV block allocator, CPU decode "
+    m.doc() = "reversalkit host-side hot loops: n-gram statistics, CPU decode "
               "attention, the decode step's sampler, RoPE and RMSNorm, and training's RMSNorm and SwiGLU";
     bind_ngrams(m);
-    bind_block_manager(m);
     bind_decode_attention(m);
     bind_decode_step(m);
     bind_train_ops(m);

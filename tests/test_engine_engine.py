@@ -45,17 +45,16 @@ def ids(outs):
     SamplingParams(temperature=0, max_new_tokens=30),
     SamplingParams(n=3, temperature=0.9, top_p=0.9, max_new_tokens=30, seed=4),
 ])
-@pytest.mark.parametrize("native", [True, False])
-def test_forced_preemption_gives_identical_outputs(params, native):
+def test_forced_preemption_gives_identical_outputs(params):
     model = tiny(eos=7)
     ps = prompts()
-    free = Engine(model, None, block_size=4, prefer_native=native)
+    free = Engine(model, None, block_size=4)
     ref = free.generate(ps, params, progress=False)
     assert free.stats["preemptions"] == 0
     # room for ~2 running samples: decoding must preempt and recompute again and again
     spec = free.model.spec
     block_bytes = 2 * spec.num_layers * 4 * spec.num_kv_heads * spec.head_dim * 4
-    tight = Engine(model, None, block_size=4, kv_cache_memory=26 * block_bytes, prefer_native=native)
+    tight = Engine(model, None, block_size=4, kv_cache_memory=26 * block_bytes)
     got = tight.generate(ps, params, progress=False)
     assert tight.stats["preemptions"] > 0
     assert ids(got) == ids(ref)
@@ -118,9 +117,10 @@ def test_string_prompts_texts_and_progress_bar(capsys):
 def test_prefix_is_computed_once_and_released():
     engine = Engine(tiny(), None, block_size=4)
     ps = prompts()
-    engine.generate(ps, SamplingParams(n=2, temperature=0.5, max_new_tokens=5, seed=1), progress=False)
+    outs = engine.generate(ps, SamplingParams(n=2, temperature=0.5, max_new_tokens=5, seed=1), progress=False)
     assert engine.block_manager.num_free() == engine.num_blocks
     assert engine.runner.prefix_len == 16  # 18 shared tokens, whole blocks of 4
+    assert engine.stats["tokens"] == sum(len(c.token_ids) for o in outs for c in o)
 
 
 def test_cuda_graph_buckets_and_parked_rows():

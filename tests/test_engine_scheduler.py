@@ -3,7 +3,7 @@ preemption of the newest sequence when blocks run out."""
 
 import pytest
 
-from reversalkit.engine.block_manager import PyBlockManager
+from reversalkit.engine.block_manager import BlockManager
 from reversalkit.engine.scheduler import Scheduler, SchedulerConfig
 from reversalkit.engine.sequence import SeqStatus, Sequence
 
@@ -21,7 +21,7 @@ def test_config_validation():
 
 
 def test_prefill_respects_rows_and_token_budget():
-    bm = PyBlockManager(64, 4)
+    bm = BlockManager(64, 4)
     s = Scheduler(bm, SchedulerConfig(max_num_seqs=6, max_num_batched_tokens=12))
     for _ in range(4):
         s.add(seq(s, range(5), n=2))
@@ -39,7 +39,7 @@ def test_prefill_respects_rows_and_token_budget():
 
 
 def test_wants_prefill_waits_for_free_rows():
-    bm = PyBlockManager(64, 4)
+    bm = BlockManager(64, 4)
     s = Scheduler(bm, SchedulerConfig(max_num_seqs=8, refill_fraction=0.5))
     for _ in range(5):
         s.add(seq(s, range(3), n=2))
@@ -54,7 +54,7 @@ def test_wants_prefill_waits_for_free_rows():
 
 
 def test_finishing_compacts_rows_and_frees_blocks():
-    bm = PyBlockManager(64, 4)
+    bm = BlockManager(64, 4)
     s = Scheduler(bm, SchedulerConfig(max_num_seqs=8))
     for _ in range(3):
         s.add(seq(s, range(3), n=1))
@@ -69,7 +69,7 @@ def test_finishing_compacts_rows_and_frees_blocks():
 
 
 def test_decode_allocates_blocks_at_block_boundaries():
-    bm = PyBlockManager(64, 4)
+    bm = BlockManager(64, 4)
     s = Scheduler(bm)
     s.add(seq(s, range(4)))  # 4 tokens: the first generated one starts block 2
     s.admit(s.schedule_prefill())
@@ -82,7 +82,7 @@ def test_decode_allocates_blocks_at_block_boundaries():
 
 
 def test_preemption_frees_the_newest_and_requeues_it_first():
-    bm = PyBlockManager(4, 2)
+    bm = BlockManager(4, 2)
     s = Scheduler(bm, SchedulerConfig(max_num_seqs=4))
     a, b = seq(s, [1, 2]), seq(s, [3, 4])
     s.add(a)

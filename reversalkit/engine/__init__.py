@@ -6,8 +6,8 @@
     outs[i][j]  # Completion(text, token_ids, cumulative_logprob, finish_reason, token_logprobs)
     engine.load_weights(trained_model.state_dict())          # after a training round
 
-Pieces, each usable alone: sequence (SamplingParams, Completion, Sequence), block_manager (C++
-allocator + Python mirror), scheduler, model (Llama-family forward), attention (paged KV storage,
+Pieces, each usable alone: sequence (SamplingParams, Completion, Sequence), block_manager (KV
+block allocator), scheduler, model (Llama-family forward), attention (paged KV storage,
 prefill, paged decode), paged_decode (Triton kernel), rows (CPU decode rows + fused C++ kernel),
 cuda_graphs, sampling, host (CPU allocator tuning), runner, engine. Tokenization is shared with
 training: reversalkit.tokenization.

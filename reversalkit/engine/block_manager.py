@@ -1,21 +1,22 @@
-"""KV-cache block allocator: the pure-Python mirror of csrc/block_manager.cpp and its loader.
+"""KV-cache block allocator of the paged sampler.
 
 Blocks have reference counts; full blocks get a chained hash (FNV-1a over the token ids, started
 from the previous block's hash, then a splitmix64 finalizer), so that prompts sharing a prefix
-share its KV blocks. Free blocks form one list: blocks without a hash are handed out first, cached
-ones last and oldest-first. `PyBlockManager` behaves exactly like the C++ `reversalkit._C.
-BlockManager`, operation for operation (tests/test_engine_block_manager.py replays random operation
-sequences on both); `make_block_manager` returns the C++ one when the extension is built.
+share its KV blocks. A block is free (perhaps still cached: it keeps its hash, so a later prompt can
+reuse its KV), then referenced by one or more block tables, then free again when its last
+reference goes. Free blocks form one list: blocks without a hash are handed out first, cached ones
+last and oldest-first, so the cache keeps recently used prefixes.
 
-    bm = make_block_manager(num_blocks=1024, block_size=16)
+Pure Python: its calls cost 0.3-0.5% of a CPU sampling run's time (a C++ twin saved 0.1-0.2% of
+it, see benchmarks/RESULTS.md), so it has no native version.
+
+    bm = BlockManager(num_blocks=1024, block_size=16)
     table, num_cached = bm.allocate(prompt_ids)
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-
-from reversalkit._ext import native
 
 MASK64 = (1 << 64) - 1
 HASH_SEED = 0xCBF29CE484222325
@@ -35,8 +36,8 @@ def chain_hash(prev: int, tokens: list[int]) -> int:
     return h
 
 
-class PyBlockManager:
-    """Pure-Python block allocator; see csrc/block_manager.h for the contract of each method."""
+class BlockManager:
+    """Reference-counted KV blocks with a prefix cache of sealed (hashed) full blocks."""
 
     def __init__(self, num_blocks: int, block_size: int):
         if num_blocks <= 0:
@@ -48,6 +49,7 @@ class PyBlockManager:
         self.reset()
 
     def reset(self) -> None:
+        """Forget every cached hash and free every block (after the weights change)."""
         self._ref = [0] * self.num_blocks
         self._hash: list[int | None] = [None] * self.num_blocks
         self._tokens: list[list[int] | None] = [None] * self.num_blocks
@@ -75,6 +77,10 @@ class PyBlockManager:
         return b
 
     def allocate(self, token_ids: list[int]) -> tuple[list[int], int]:
+        """Block table for a prompt -> (table, number of cached tokens). Full blocks found in the
+        cache (same chained hash, same tokens) are shared, the rest are fresh; the block holding
+        the last token never comes from the cache, so at least one token is left to compute.
+        RuntimeError when fewer than ceil(len / block_size) blocks are free."""
         bs = self.block_size
         n = len(token_ids)
         needed = -(-n // bs)
@@ -103,9 +109,12 @@ class PyBlockManager:
         return table, cached
 
     def allocate_block(self) -> int:
+        """One fresh block (reference count 1, no hash) from the head of the free list."""
         return self._take_free()
 
     def seal(self, block: int, prev_block: int, tokens: list[int]) -> None:
+        """Register the hash of a block whose block_size tokens are computed. prev_block is the
+        block before it in the same table (-1 for the first) and must already be sealed."""
         self._check(block, "seal")
         if len(tokens) != self.block_size:
             raise ValueError(f"seal: a block holds {self.block_size} tokens, got {len(tokens)}")
@@ -127,6 +136,9 @@ class PyBlockManager:
         self._cache[h] = block
 
     def fork(self, table: list[int], num_tokens: int) -> tuple[list[int], int, int]:
+        """A second table sharing every full block of `table` (num_tokens tokens) -> (table, src,
+        dst). A partial last block cannot be shared (both sequences append to it): it is replaced
+        by a fresh block dst, and the caller copies the KV of src into it; src = dst = -1 else."""
         bs = self.block_size
         expected = -(-num_tokens // bs)
         if num_tokens <= 0 or len(table) != expected:
@@ -149,6 +161,7 @@ class PyBlockManager:
         return out, table[-1], dst
 
     def free(self, table: list[int]) -> None:
+        """Drop one reference to every block of the table (last block first)."""
         for b in table:
             self._check(b, "free")
             if self._ref[b] <= 0:
@@ -174,10 +187,3 @@ class PyBlockManager:
             raise RuntimeError(f"block {block} has no hash")
         return self._hash[block]
 
-
-def make_block_manager(num_blocks: int, block_size: int, *, prefer_native: bool = True):
-    """The C++ block manager when reversalkit._C is built (and prefer_native), else the mirror."""
-    ext = native() if prefer_native else None
-    if ext is not None and hasattr(ext, "BlockManager"):
-        return ext.BlockManager(num_blocks, block_size)
-    return PyBlockManager(num_blocks, block_size)

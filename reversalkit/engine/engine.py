@@ -23,7 +23,7 @@ from collections.abc import Sequence as Seq
 import torch
 
 from reversalkit.device import resolve_dtype
-from reversalkit.engine.block_manager import make_block_manager
+from reversalkit.engine.block_manager import BlockManager
 from reversalkit.engine.host import keep_freed_memory
 from reversalkit.engine.model import LlamaFamilyModel
 from reversalkit.engine.runner import ModelRunner, StepOutput
@@ -116,13 +116,12 @@ class Engine:
     tune_malloc: keep freed heap memory for reuse (a process-wide glibc setting, see host.py), off
         unless asked: on CPU it removes page faults from every decode step, so a program that owns
         its process (the `reversalkit` CLI, the benchmarks) turns it on.
-    prefer_native: use the C++ block manager when reversalkit._C is built.
     """
 
     def __init__(self, model, tokenizer=None, *, device=None, dtype=None, block_size: int = 16,
                  kv_cache_memory: int | float | None = None, max_num_seqs: int | None = None,
                  max_num_batched_tokens: int | None = None, decode_backend: str = "auto",
-                 cuda_graphs: bool = True, tune_malloc: bool = False, prefer_native: bool = True):
+                 cuda_graphs: bool = True, tune_malloc: bool = False):
         dtype = _engine_dtype(dtype, device, model)
         if isinstance(model, (str, os.PathLike)):
             path = str(model)
@@ -151,7 +150,7 @@ class Engine:
         if self.num_blocks < 1:
             raise ValueError(
                 f"kv_cache_memory={kv_cache_memory!r} holds no KV block of {bytes_per_block} bytes")
-        self.block_manager = make_block_manager(self.num_blocks, block_size, prefer_native=prefer_native)
+        self.block_manager = BlockManager(self.num_blocks, block_size)
         self.scheduler = Scheduler(self.block_manager, sched)
         self._runner_args = dict(num_blocks=self.num_blocks, block_size=block_size,
                                  max_rows=sched.max_num_seqs, decode_backend=decode_backend,
@@ -335,7 +334,7 @@ class Engine:
         done, moves = self.scheduler.postprocess(step.first_row, out.token_list, out.logprobs, finished,
                                                  out.seal)
         self.runner.apply_moves(moves)
-        call.tokens += len(seqs)
+        call.tokens += len(out.token_list)
         for seq in done:
             call.finish(seq, self.tokenizer)
         return len(done)

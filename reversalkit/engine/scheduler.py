@@ -74,7 +74,8 @@ class PrefillStep:
 @dataclasses.dataclass
 class DecodeStep:
     """Apply the row moves (src, dst) and block assignments (row, index in table, block), then
-    decode one token for every running sequence, rows 0..len(seqs)-1."""
+    decode one token for every running sequence, rows 0..len(seqs)-1. `seqs` is the scheduler's
+    running list itself: `postprocess` removes the samples that finish from it."""
 
     seqs: list[Sequence]
     moves: list[tuple[int, int]]
