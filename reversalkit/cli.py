@@ -228,7 +228,7 @@ def _report_pooled(run_dir: Path, store: Any) -> int:
     from reversalkit.study.seeds import pool_results, seed_dir  # noqa: PLC0415
     from reversalkit.study.store import RunStore  # noqa: PLC0415
 
-    cfg = StudyConfig.from_dict(store.config())
+    cfg = StudyConfig.from_stored(store.config())
     runs = [(s, RunStore.read_only(seed_dir(run_dir, s))) for s in cfg.seeds
             if (seed_dir(run_dir, s) / "manifest.json").exists()]
     if not runs:

@@ -27,7 +27,7 @@ import safetensors.torch
 import torch
 
 from reversalkit.study import stages
-from reversalkit.study.config import NON_RESULT_KEYS, StudyConfig
+from reversalkit.study.config import NON_RESULT_KEYS, StudyConfig, upgrade_config
 from reversalkit.study.plan import ROOT, Node, method_nodes, node_dir, sampled_by
 from reversalkit.study.pooled_report import pooled_summary, write_pooled_report
 from reversalkit.study.report import write_report
@@ -78,7 +78,7 @@ class Study:
         if not _m1_done(cfg.out_dir):
             _check_model_source(cfg)
         store = RunStore.open(cfg.out_dir, cfg.to_dict(), fresh=self.fresh,
-                              ignore_keys=NON_RESULT_KEYS)
+                              ignore_keys=NON_RESULT_KEYS, upgrade=upgrade_config)
         store.on_write = lambda rel: self.on_event("artifact", rel)
         handler = _file_handler(store)
         self.store = store
@@ -117,7 +117,7 @@ class Study:
         cfg = self.cfg
         # seeds can be added to a finished set: each seed's run checks its own config
         parent = RunStore.open(cfg.out_dir, cfg.to_dict(), fresh=self.fresh,
-                               ignore_keys=(*NON_RESULT_KEYS, "seeds", "seed"))
+                               ignore_keys=(*NON_RESULT_KEYS, "seeds", "seed"), upgrade=upgrade_config)
         try:
             runs = []
             for i, seed in enumerate(cfg.seeds):
