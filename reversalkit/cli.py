@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(st)
     st.add_argument("--out", help="run directory (overrides out_dir)")
     st.add_argument("--fresh", action="store_true", help="delete an existing run in --out and start over")
-    st.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    st.add_argument("--dry-run", action="store_true",
+                    help="resolve the config, task and model, print the config and the plan, and exit")
     st.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: independent replicates (M1 and every "
                     "round per seed) pooled in one report (the `seeds` key)")
 
@@ -113,10 +114,17 @@ def cmd_study(args: argparse.Namespace) -> int:
             raise ValueError(f"--seeds {args.seeds!r}: give comma-separated integers, "
                              "e.g. --seeds 0,1,2") from None
         cfg = cfg.replace(seeds=seeds)
-    if args.dry_run:
-        print(cfg.to_yaml(), end="")
-        return 0
     from reversalkit.study.loop import Study  # noqa: PLC0415
+
+    if args.dry_run:  # the task and model resolve, nothing is created
+        study = Study(cfg)
+        study.check()
+        print(study.cfg.to_yaml(), end="")
+        runs = max(1, len(cfg.seeds))
+        print(f"dry run: task {study.cfg.task!r} and model {cfg.m1 or cfg.model!r} resolve; "
+              f"{len(study.planned_steps())} steps x {runs} seed run(s) planned in {cfg.out_dir}",
+              file=sys.stderr)
+        return 0
 
     Study(cfg, fresh=args.fresh).run()
     print(f"report: {Path(cfg.out_dir) / 'report' / 'report.md'}")

@@ -144,6 +144,17 @@ class Study:
         self.cfg = self.cfg.replace(task=task_spec(task), task_options={})
         return task
 
+    def check(self) -> None:
+        """Resolve the task, the OOD tasks and the model (or M1) source, creating nothing: what
+        `run` would fail on first fails here with the same message (`study --dry-run` calls it)."""
+        self._resolve_task()
+        for spec in self.cfg.ood_tasks:
+            name = spec.split(":", 1)[0] if ":" in spec else None
+            if name is not None and name not in self.ood_override:
+                get_task(name, **dict(self.cfg.ood_task_options.get(name, {})))
+        if not _m1_done(self.cfg.out_dir):
+            _check_model_source(self.cfg)
+
     def planned_steps(self) -> list[str]:
         """Every step of the run, in the order the loop takes them."""
         cfg, steps = self.cfg, ["m1/train", "m1/eval"]
