@@ -211,7 +211,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from reversalkit.study.report import write_report  # noqa: PLC0415
+    from reversalkit.study.config import StudyConfig  # noqa: PLC0415
+    from reversalkit.study.publish import publish_run  # noqa: PLC0415
     from reversalkit.study.results import collect_results  # noqa: PLC0415
     from reversalkit.study.store import RunStore  # noqa: PLC0415
     from reversalkit.study.tables import terminal_summary  # noqa: PLC0415
@@ -224,7 +225,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"reversalkit report: {args.run_dir} has no evaluated iterate yet (M1's evaluation has not "
               "finished); run the study to get one", file=sys.stderr)
         return 2
-    md = write_report(results, store.path("report"))
+    results, md = publish_run(store, StudyConfig.from_stored(store.config()))
     print(terminal_summary(results))
     print(f"report: {md}")
     return 0
@@ -232,8 +233,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _report_pooled(run_dir: Path, store: Any) -> int:
     from reversalkit.study.config import StudyConfig  # noqa: PLC0415
-    from reversalkit.study.pooled_report import pooled_summary, write_pooled_report  # noqa: PLC0415
-    from reversalkit.study.seeds import pool_results, seed_dir  # noqa: PLC0415
+    from reversalkit.study.pooled_report import pooled_summary  # noqa: PLC0415
+    from reversalkit.study.publish import publish_pooled  # noqa: PLC0415
+    from reversalkit.study.seeds import seed_dir  # noqa: PLC0415
     from reversalkit.study.store import RunStore  # noqa: PLC0415
 
     cfg = StudyConfig.from_stored(store.config())
@@ -242,8 +244,7 @@ def _report_pooled(run_dir: Path, store: Any) -> int:
     if not runs:
         print(f"reversalkit report: {run_dir} has no seed runs yet; run the study", file=sys.stderr)
         return 2
-    results = pool_results(cfg, runs)
-    md = write_pooled_report(results, store.path("report"))
+    results, md = publish_pooled(store, cfg, runs)
     print(pooled_summary(results))
     print(f"report: {md}")
     return 0

@@ -29,9 +29,9 @@ import torch
 from reversalkit.study import stages
 from reversalkit.study.config import NON_RESULT_KEYS, StudyConfig, upgrade_config
 from reversalkit.study.plan import ROOT, Node, method_nodes, node_dir, sampled_by
-from reversalkit.study.pooled_report import pooled_summary, write_pooled_report
-from reversalkit.study.report import write_report
-from reversalkit.study.results import ID_SPLIT, collect_results
+from reversalkit.study.pooled_report import pooled_summary
+from reversalkit.study.publish import publish_pooled, publish_run
+from reversalkit.study.results import ID_SPLIT
 from reversalkit.study.store import RunStore
 from reversalkit.study.tables import terminal_summary
 from reversalkit.study.workspace import Workspace
@@ -95,9 +95,7 @@ class Study:
                 chain = method_nodes(cfg.round_kinds(method))
                 for parent, node in zip(chain, chain[1:]):
                     self._round(node, parent)
-            results = collect_results(store, cfg)
-            store.write_json("results.json", results)
-            write_report(results, store.path("report"))
+            results, _ = publish_run(store, cfg)
             log.info("report: %s (this invocation took %.0f s)", store.path("report/report.md"),
                      time.perf_counter() - started)
             if self.print_summary:
@@ -126,9 +124,7 @@ class Study:
                 Study(sub, fresh=self.fresh, on_event=self.on_event, task=self.task_override,
                       ood_tasks=self.ood_override, print_summary=False).run()
                 runs.append((seed, RunStore.read_only(sub.out_dir)))
-            results = replicates.pool_results(cfg, runs)
-            parent.write_json("results.json", results)
-            write_pooled_report(results, parent.path("report"))
+            results, _ = publish_pooled(parent, cfg, runs)
             if self.print_summary:
                 print(pooled_summary(results))
             return results
