@@ -39,3 +39,26 @@ def test_readme_dry_run_command(mytask, tmp_path, capsys):
             "task_options={size: 300}", "--set", "ood_tasks=[]", "--out", str(out), "--dry-run"]
     assert cli.main(argv) == 0
     assert "dry run: task 'mytask:DoubleTask'" in capsys.readouterr().err and not out.exists()
+
+
+def test_sample_command_takes_a_module_class_task_and_a_saved_model(mytask, tmp_path, capsys):
+    """`sample` on a user's own checkpoint folder (a tiny Llama and an offline-trained tokenizer
+    written with save_pretrained) and a task named by 'module:Class'."""
+    import json
+
+    from reversalkit import models
+
+    task = get_task("mytask:DoubleTask", size=20)
+    texts = [task.format_prompt(p) + " " + p.solution for p in task.load("train")]
+    tok = models.build_word_tokenizer(texts, max_number=99)
+    model = models.tiny_llama(len(tok), hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1)
+    folder = tmp_path / "my-m1"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    out = tmp_path / "s.jsonl"
+    assert cli.main(["-q", "sample", "--model", str(folder), "--task", "mytask:DoubleTask", "--task-option",
+                     "size=20", "--limit", "3", "--n", "2", "--temperature", "0.75", "--max-new-tokens", "8",
+                     "--device", "cpu", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6 and {r["id"] for r in rows} == {p.id for p in task.load("test")[:3]}
+    assert "6 completions for 3 problems" in capsys.readouterr().err
