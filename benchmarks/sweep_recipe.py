@@ -43,8 +43,9 @@ VARIANTS: dict[str, list[str]] = {
     "fresh": ["sample_draw=fresh"],
     "fresh_lr1e-4": ["sample_draw=fresh", "sft_train.lr=1e-4", "dpo_train.lr=2e-5"],
     "fresh_lr3e-5": ["sample_draw=fresh", "sft_train.lr=3e-5", "dpo_train.lr=1e-5"],
-    "fresh_nll": ["sample_draw=fresh", "nll_weight=1.0"],
-    "fresh_lr1e-4_nll": ["sample_draw=fresh", "sft_train.lr=1e-4", "dpo_train.lr=2e-5", "nll_weight=1.0"],
+    "fresh_nll": ["sample_draw=fresh", "dpo_train.nll_weight=1.0"],
+    "fresh_lr1e-4_nll": ["sample_draw=fresh", "sft_train.lr=1e-4", "dpo_train.lr=2e-5",
+                         "dpo_train.nll_weight=1.0"],
     "fresh_lr1e-4_cap2": ["sample_draw=fresh", "sft_train.lr=1e-4", "dpo_train.lr=2e-5",
                           "sft_max_per_problem=2", "pairs_per_problem=2"],
     "fresh800_lr1e-4": ["sample_draw=fresh", "sample_size=800", "sft_train.lr=1e-4", "dpo_train.lr=2e-5"],
@@ -52,24 +53,26 @@ VARIANTS: dict[str, list[str]] = {
                     "sft_train.schedule=cosine", "sft_train.warmup_steps=10"],
     "fresh400_3ep_cos": ["sample_draw=fresh", "methods=[sft, dpo, gold]", "sft_train.epochs=3",
                          "sft_train.schedule=cosine", "dpo_train.epochs=3", "dpo_train.schedule=cosine",
-                         "nll_weight=1.0"],
+                         "dpo_train.nll_weight=1.0"],
     "fresh1000_2ep_cos": ["sample_draw=fresh", "sample_size=1000", "methods=[sft, dpo, gold]",
                           "sft_train.epochs=2", "sft_train.schedule=cosine", "dpo_train.epochs=2",
-                          "dpo_train.schedule=cosine", "nll_weight=1.0"],
+                          "dpo_train.schedule=cosine", "dpo_train.nll_weight=1.0"],
     "all_n4_2ep_cos_sft": ["sample_size=null", "samples_per_problem=4", "methods=[sft, gold]",
                            "sft_train.epochs=2", "sft_train.schedule=cosine", "sft_train.warmup_steps=10"],
-    "all_n4_2ep_cos_dpo": ["sample_size=null", "samples_per_problem=4", "methods=[dpo]", "nll_weight=1.0",
+    "all_n4_2ep_cos_dpo": ["sample_size=null", "samples_per_problem=4", "methods=[dpo]",
+                           "dpo_train.nll_weight=1.0",
                            "pairs_per_problem=1", "dpo_train.epochs=2", "dpo_train.schedule=cosine",
                            "dpo_train.warmup_steps=10"],
     "all_n4_lr1e-4_nll": ["sample_size=null", "samples_per_problem=4", "sft_train.lr=1e-4",
-                          "dpo_train.lr=2e-5", "nll_weight=1.0"],
+                          "dpo_train.lr=2e-5", "dpo_train.nll_weight=1.0"],
     "all_n4_lr1e-4_nll_cap2": ["sample_size=null", "samples_per_problem=4", "sft_train.lr=1e-4",
-                               "dpo_train.lr=2e-5", "nll_weight=1.0", "sft_max_per_problem=2",
+                               "dpo_train.lr=2e-5", "dpo_train.nll_weight=1.0", "sft_max_per_problem=2",
                                "pairs_per_problem=2"],
 }
 # The recipe the sweep starts from (the preset's before the sweep chose fresh draws and the NLL
 # term), pinned so that every variant below means the same whatever the preset holds now.
-SWEEP_BASE = ["methods=[sft, dpo]", "seeds=[]", "sample_draw=fixed", "nll_weight=0.0", "sample_size=400",
+SWEEP_BASE = ["methods=[sft, dpo]", "seeds=[]", "sample_draw=fixed", "dpo_train.nll_weight=0.0",
+              "sample_size=400",
               "samples_per_problem=8", "pairs_per_problem=null",
               *[f"{t}.{k}" for t in ("sft_train", "dpo_train")
                 for k in ("epochs=1", "schedule=constant", "warmup_steps=5")],
@@ -209,7 +212,7 @@ def analyze(run: Path) -> int:
     from reversalkit.tasks import extract, get_task  # noqa: PLC0415
 
     store = RunStore.read_only(run)
-    cfg = StudyConfig.from_dict(store.config())
+    cfg = StudyConfig.from_stored(store.config())
     task = get_task(cfg.task, **dict(cfg.task_options))
     kinds = {"correct": 0, "false equation": 0, "true equations, wrong answer": 0, "no equation": 0}
     for r in store.read_jsonl("nodes/m1/train_samples.jsonl.gz"):

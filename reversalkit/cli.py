@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(st)
     st.add_argument("--out", help="run directory (overrides out_dir)")
     st.add_argument("--fresh", action="store_true", help="delete an existing run in --out and start over")
-    st.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    st.add_argument("--dry-run", action="store_true",
+                    help="resolve the config, task and model, print the config and the plan, and exit")
     st.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: independent replicates (M1 and every "
                     "round per seed) pooled in one report (the `seeds` key)")
 
@@ -111,10 +112,17 @@ def cmd_study(args: argparse.Namespace) -> int:
             raise ValueError(f"--seeds {args.seeds!r}: give comma-separated integers, "
                              "e.g. --seeds 0,1,2") from None
         cfg = cfg.replace(seeds=seeds)
-    if args.dry_run:
-        print(cfg.to_yaml(), end="")
-        return 0
     from reversalkit.study.loop import Study  # noqa: PLC0415
+
+    if args.dry_run:  # the task and model resolve, nothing is created
+        study = Study(cfg)
+        study.check()
+        print(study.cfg.to_yaml(), end="")
+        runs = max(1, len(cfg.seeds))
+        print(f"dry run: task {study.cfg.task!r} and model {cfg.m1 or cfg.model!r} resolve; "
+              f"{len(study.planned_steps())} steps x {runs} seed run(s) planned in {cfg.out_dir}",
+              file=sys.stderr)
+        return 0
 
     Study(cfg, fresh=args.fresh).run()
     print(f"report: {Path(cfg.out_dir) / 'report' / 'report.md'}")
@@ -201,7 +209,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from reversalkit.study.report import write_report  # noqa: PLC0415
+    from reversalkit.study.config import StudyConfig  # noqa: PLC0415
+    from reversalkit.study.publish import publish_run  # noqa: PLC0415
     from reversalkit.study.results import collect_results  # noqa: PLC0415
     from reversalkit.study.store import RunStore  # noqa: PLC0415
     from reversalkit.study.tables import terminal_summary  # noqa: PLC0415
@@ -214,7 +223,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"reversalkit report: {args.run_dir} has no evaluated iterate yet (M1's evaluation has not "
               "finished); run the study to get one", file=sys.stderr)
         return 2
-    md = write_report(results, store.path("report"))
+    results, md = publish_run(store, StudyConfig.from_stored(store.config()))
     print(terminal_summary(results))
     print(f"report: {md}")
     return 0
@@ -222,18 +231,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _report_pooled(run_dir: Path, store: Any) -> int:
     from reversalkit.study.config import StudyConfig  # noqa: PLC0415
-    from reversalkit.study.pooled_report import pooled_summary, write_pooled_report  # noqa: PLC0415
-    from reversalkit.study.seeds import pool_results, seed_dir  # noqa: PLC0415
+    from reversalkit.study.pooled_report import pooled_summary  # noqa: PLC0415
+    from reversalkit.study.publish import publish_pooled  # noqa: PLC0415
+    from reversalkit.study.seeds import seed_dir  # noqa: PLC0415
     from reversalkit.study.store import RunStore  # noqa: PLC0415
 
-    cfg = StudyConfig.from_dict(store.config())
+    cfg = StudyConfig.from_stored(store.config())
     runs = [(s, RunStore.read_only(seed_dir(run_dir, s))) for s in cfg.seeds
             if (seed_dir(run_dir, s) / "manifest.json").exists()]
     if not runs:
         print(f"reversalkit report: {run_dir} has no seed runs yet; run the study", file=sys.stderr)
         return 2
-    results = pool_results(cfg, runs)
-    md = write_pooled_report(results, store.path("report"))
+    results, md = publish_pooled(store, cfg, runs)
     print(pooled_summary(results))
     print(f"report: {md}")
     return 0

@@ -1,5 +1,6 @@
 """The reversalkit CLI: argument parsing, config resolution, report on a run directory."""
 
+import re
 import sys
 
 import pytest
@@ -78,3 +79,20 @@ def test_report_on_a_run_without_an_evaluation(tmp_path, capsys):
     RunStore.open(tmp_path / "run", cfg.to_dict()).close()
     assert main(["report", str(tmp_path / "run")]) == 2
     assert "no evaluated iterate yet" in capsys.readouterr().err
+
+
+def test_dry_run_resolves_a_custom_task_and_the_model(capsys, tmp_path):
+    out = tmp_path / "o"
+    assert main(["study", "--preset", "tiny", "--set", "task=test_study_task_identity:OtherSumTask",
+                 "--out", str(out), "--dry-run"]) == 0
+    io = capsys.readouterr()
+    assert yaml.safe_load(io.out)["task"] == "test_study_task_identity:OtherSumTask"
+    assert "dry run: task 'test_study_task_identity:OtherSumTask'" in io.err and "steps x 3 seed" in io.err
+    assert not out.exists()
+    for bad, needle in [("task=no_such_mod:Task", "cannot import module 'no_such_mod'"),
+                        ("task=test_study_task_identity:Nope", "Nope"),
+                        (f"m1={tmp_path / 'missing'}", "m1: .*missing does not exist")]:
+        assert main(["study", "--preset", "tiny", "--set", bad, "--out", str(out), "--dry-run"]) != 0
+        err = capsys.readouterr().err
+        assert re.search(needle, err) and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()

@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from reversalkit.study.config import StudyConfig, preset_names
+from reversalkit.study import stages
+from reversalkit.study.config import StudyConfig, preset_names, upgrade_config
 
 
 def test_presets_load_and_differ():
@@ -12,7 +13,7 @@ def test_presets_load_and_differ():
     tiny, gsm = StudyConfig.preset("tiny"), StudyConfig.preset("gsm8k")
     assert tiny.model == "tiny" and tiny.iterations == 5
     assert set(tiny.methods) == {"sft", "dpo", "gold"} and tiny.seeds == (0, 1, 2)
-    assert tiny.sample_size is None and tiny.samples_per_problem == 4 and tiny.nll_weight == 1.0
+    assert tiny.sample_size is None and tiny.samples_per_problem == 4 and tiny.dpo_train.nll_weight == 1.0
     assert (gsm.samples_per_problem, gsm.temperature, gsm.top_p) == (50, 0.75, 0.95)
     assert gsm.ood_tasks == ("math:test",)
     with pytest.raises(ValueError, match="unknown preset 'nope'.*tiny"):
@@ -64,13 +65,10 @@ def test_validation_messages(change, message):
 
 
 def test_derived_values():
-    cfg = StudyConfig(iterations=4, eval_samples=4, pass_k=(1, 2, 4, 8), beta=0.3, loss_type="ipo",
-                      nll_weight=0.5)
+    cfg = StudyConfig(iterations=4, eval_samples=4, pass_k=(1, 2, 4, 8))
     assert cfg.ks == (1, 2, 4)
     assert cfg.round_kinds("sft_dpo") == ["sft", "dpo", "sft"]
     assert cfg.round_kinds("dpo") == ["dpo"] * 3
-    d = cfg.dpo_round_train()
-    assert (d.beta, d.loss_type, d.nll_weight) == (0.3, "ipo", 0.5)
     assert "out_dir" not in cfg.result_dict()
 
 
@@ -116,8 +114,39 @@ def test_unambiguous_values_convert():
 
 
 @pytest.mark.parametrize("key, value", [("beta", "0.2"), ("loss_type", "ipo"), ("nll_weight", "0.5")])
-def test_dpo_knobs_live_at_the_study_level(key, value):
-    with pytest.raises(ValueError, match=f"dpo_train.{key}=.* conflicts with {key}=.*set {key}="):
-        StudyConfig.preset("tiny").with_overrides([f"dpo_train.{key}={value}"])
-    cfg = StudyConfig.preset("tiny").with_overrides([f"{key}={value}"])
-    assert str(getattr(cfg.dpo_round_train(), key)) == value
+def test_dpo_knobs_live_in_dpo_train_only(key, value):
+    cfg = StudyConfig.preset("tiny").with_overrides([f"dpo_train.{key}={value}"])
+    assert str(getattr(cfg.dpo_train, key)) == value
+    assert str(getattr(stages.round_train_config(cfg, "dpo", "dpo/2"), key)) == value
+    with pytest.raises(ValueError, match=f"{key} belongs to dpo_train; use --set dpo_train.{key}={value}"):
+        StudyConfig.preset("tiny").with_overrides([f"{key}={value}"])
+    with pytest.raises(ValueError, match=f"config key.*{key} belong to dpo_train"):
+        StudyConfig.from_dict({key: value})
+
+
+@pytest.mark.parametrize("key", ["beta", "label_smoothing", "nll_weight", "share_prompt", "loss_type"])
+def test_sft_configs_have_no_dpo_keys(key):
+    lines = StudyConfig.help_lines()
+    assert not [ln for ln in lines for part in ("m1_train", "sft_train") if re.match(rf"{part}\.{key}\b", ln)]
+    assert [ln for ln in lines if re.match(rf"dpo_train\.{key}\b", ln)]
+    with pytest.raises(ValueError, match=f"unknown key 'sft_train.{key}'"):
+        StudyConfig.preset("tiny").with_overrides([f"sft_train.{key}=1"])
+
+
+def test_a_config_stored_by_an_earlier_version_upgrades():
+    """A run directory written when beta / loss_type / nll_weight were study-level keys and every
+    training config listed the DPO keys still loads, with the same values."""
+    new = StudyConfig.preset("tiny").to_dict()
+    old = {k: v for k, v in new.items()}
+    dpo = dict(old.pop("dpo_train"))
+    for key in ("beta", "loss_type", "nll_weight"):
+        old[key] = dpo[key]
+        dpo[key] = {"beta": 0.1, "loss_type": "sigmoid", "nll_weight": 0.0}[key]  # old defaults inside
+    old["dpo_train"] = dpo
+    for part in ("m1_train", "sft_train"):
+        old[part] = {**old[part], "beta": 0.1, "loss_type": "sigmoid", "label_smoothing": 0.0,
+                     "nll_weight": 0.0, "share_prompt": True}
+    assert StudyConfig.from_stored(old) == StudyConfig.preset("tiny")
+    assert upgrade_config(old) == new
+    with pytest.raises(ValueError, match="nll_weight=1.0 conflicts with dpo_train.nll_weight=0.5"):
+        upgrade_config({**old, "dpo_train": {**dpo, "nll_weight": 0.5}})

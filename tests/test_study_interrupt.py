@@ -81,8 +81,8 @@ def test_bad_yaml_file_and_out_file(tmp_path, capsys):
 
 
 def test_list_options_shows_the_values_in_force(capsys):
-    assert cli.main(["study", "--preset", "tiny", "--set", "nll_weight=0.5", "--list-options"]) == 0
+    assert cli.main(["study", "--preset", "tiny", "--set", "dpo_train.nll_weight=0.5", "--list-options"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert any(line.startswith("nll_weight = 0.5  # ") for line in lines)
+    assert any(line.startswith("dpo_train.nll_weight = 0.5  # ") for line in lines)
     assert any(line.startswith("seeds = [0, 1, 2]  # ") for line in lines)
     assert any(line.startswith("m1_train.max_steps = 600  # ") for line in lines)

@@ -1,5 +1,5 @@
 """Recipe pieces of a study on the micro task: a user's own M1, the gold control arm, fresh
-problems per round, and the dev split as the ID evaluation set."""
+problems per round, and the dev split as the ID evaluation set (seeds: test_study_outputs.py)."""
 
 import json
 from types import SimpleNamespace
@@ -99,47 +99,3 @@ def test_id_split_reports_on_the_named_split(easysum):
     task = REGISTRY.create("easysum")
     sets = load_eval_sets(cfg, task)
     assert list(sets) == ["id"] and [p.id for p in sets["id"][1]] == [p.id for p in task.load("train")]
-
-
-@pytest.mark.timeout(400)
-def test_seeds_run_as_replicates_and_pool(tmp_path, easysum):
-    """Two seeds: each a full study in seed<N>/, pooled values equal each seed's own, the pooled
-    paired CI of pass@1(M_t) - pass@1(M1) is the mean over problems of the seed-averaged difference."""
-    import gzip
-
-    import numpy as np
-
-    cfg = micro_config(tmp_path / "p").with_overrides(["iterations=2", "methods=[sft]", "seeds=[0, 1]",
-                                                       "bootstrap=200"])
-    pooled = Study(cfg, print_summary=False).run()
-    own = {s: json.loads((tmp_path / "p" / f"seed{s}" / "results.json").read_text()) for s in (0, 1)}
-    assert pooled["seeds"] == [0, 1]
-    for it in (0, 1):
-        row = pooled["methods"]["sft"][it]
-        assert row["pass1"]["id"]["seeds"] == [own[s]["methods"]["sft"][it]["eval"]["id"]["pass1"]["mean"]
-                                               for s in (0, 1)]
-    # the two replicates differ (own M1 init, data order, samples)
-    w0 = (tmp_path / "p" / "seed0" / "nodes" / "m1" / "model" / "model.safetensors").read_bytes()
-    w1 = (tmp_path / "p" / "seed1" / "nodes" / "m1" / "model" / "model.safetensors").read_bytes()
-    assert w0 != w1
-
-    def greedy(seed, node):
-        path = tmp_path / "p" / f"seed{seed}" / "nodes" / node / "eval" / "id.greedy.jsonl.gz"
-        with gzip.open(path, "rt") as fh:
-            return {r["id"]: float(r["correct"]) for r in map(json.loads, fh)}
-
-    diffs = [np.mean([greedy(s, "m1-s")[p] - greedy(s, "m1")[p] for s in (0, 1)]) for p in greedy(0, "m1")]
-    gain = pooled["methods"]["sft"][1]["gain"]["id"]["pooled"]
-    assert gain["mean"] == pytest.approx(float(np.mean(diffs)), abs=1e-12) and gain["n"] == len(diffs)
-    assert gain["lo"] <= gain["mean"] <= gain["hi"]
-    seed_gains = pooled["methods"]["sft"][1]["gain"]["id"]["seeds"]
-    p1 = [pooled["methods"]["sft"][it]["pass1"]["id"]["seeds"] for it in (0, 1)]
-    assert [g["mean"] for g in seed_gains] == pytest.approx([p1[1][s] - p1[0][s] for s in (0, 1)], abs=1e-12)
-    report = tmp_path / "p" / "report"
-    for name in ("report.md", "index.html", "reversal.png", "results.csv"):
-        assert (report / name).exists(), name
-    assert "What it found" in (report / "report.md").read_text()
-    # a rerun resumes everything; adding a seed keeps the finished ones
-    again = []
-    Study(cfg, on_event=lambda k, n: again.append(k), print_summary=False).run()
-    assert "step_start" not in again

@@ -10,7 +10,7 @@ from train_fixtures import sft_examples, toy_model, toy_tokenizer
 
 from reversalkit.engine import Engine
 from reversalkit.study import StudyConfig, rollout, stages
-from reversalkit.train import TrainConfig, train_sft
+from reversalkit.train import DPOTrainConfig, TrainConfig, train_sft
 from reversalkit.train.data import encode_many
 
 MAX_LENGTH = 128
@@ -70,7 +70,7 @@ def test_sampled_reference_equals_the_reference_pass(trained):
     assert all(r["finish"] == "stop" for r in with_lp)
     pairs, prompts = _pairs(task, records)
     sampled = stages.sampled_reference(pairs, records, prompts)
-    full = stages.compute_reference(model, tok, pairs, TrainConfig(max_length=MAX_LENGTH, batch_size=4))
+    full = stages.compute_reference(model, tok, pairs, DPOTrainConfig(max_length=MAX_LENGTH, batch_size=4))
     have = ~torch.isnan(sampled)
     assert have.sum() >= sampled.numel() // 2
     # float32 sums of ~20 log-probs: the two paths differ in rounding only (a sampler log-prob at
@@ -84,7 +84,7 @@ def test_pairs_without_sampled_logprobs_go_through_the_pass(trained):
     task = ToyTask()
     records = _samples(model, tok, task)
     pairs, prompts = _pairs(task, records)
-    tcfg = TrainConfig(max_length=MAX_LENGTH, batch_size=4)
+    tcfg = DPOTrainConfig(max_length=MAX_LENGTH, batch_size=4)
     full = stages.compute_reference(model, tok, pairs, tcfg)
     for r in records[::3]:
         r["lp"] = None

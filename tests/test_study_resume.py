@@ -58,7 +58,7 @@ class EasySumTask(PromptedTask):
 
 MICRO = [
     "task=easysum", "task_options={}", "num_threads=1", "seeds=[]", "methods=[sft, dpo, sft_dpo]",
-    "sample_draw=fixed", "nll_weight=0.0",
+    "sample_draw=fixed", "dpo_train.nll_weight=0.0",
     "tiny_model={hidden_size: 32, num_layers: 2, num_heads: 2, num_kv_heads: 1, max_number: 99}",
     "iterations=3", "samples_per_problem=4",
     "eval_samples=4", "pass_k=[1, 2, 4]", "max_new_tokens=24", "sbert_model=none", "bootstrap=50",

@@ -92,3 +92,29 @@ def test_artifact_hook_and_manifest_is_valid_json(tmp_path):
 def test_config_diff():
     assert config_diff({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}, "d": 4}) == [
         "b.c: 2 -> 3", "d: '<absent>' -> 4"]
+
+
+def test_a_run_stored_in_an_older_layout_resumes_after_upgrade(tmp_path):
+    root = tmp_path / "run"
+    old = {"beta": 0.2, "dpo_train": {"lr": 1.0}}
+    s = RunStore.open(root, old)
+    s.mark_done("m1/train")
+    s.close()
+    new = {"dpo_train": {"lr": 1.0, "beta": 0.2}}
+
+    def upgrade(d):
+        d = dict(d)
+        if "beta" in d:
+            d["dpo_train"] = {**d["dpo_train"], "beta": d.pop("beta")}
+        return d
+
+    with pytest.raises(ValueError, match="different config"):
+        RunStore.open(root, new)  # without the upgrade the layouts differ
+    s = RunStore.open(root, new, upgrade=upgrade)
+    assert s.is_done("m1/train") and s.config() == new
+    s.close()
+    s = RunStore.open(root, new)  # stored in the new layout now
+    assert s.is_done("m1/train")
+    s.close()
+    with pytest.raises(ValueError, match="dpo_train.beta: 0.2 -> 0.3"):
+        RunStore.open(root, {"dpo_train": {"lr": 1.0, "beta": 0.3}}, upgrade=upgrade)

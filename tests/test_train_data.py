@@ -7,7 +7,7 @@ import yaml
 from train_fixtures import sft_examples, toy_tokenizer
 
 from reversalkit.tokenization import batch_encode
-from reversalkit.train import TrainConfig
+from reversalkit.train import DPOTrainConfig, TrainConfig
 from reversalkit.train.data import Encoded, collate, encode, encode_many, num_steps, plan_run
 from reversalkit.train.optim import lr_at, param_groups
 
@@ -144,7 +144,7 @@ def test_param_groups_exclude_norms_and_count_tied_weights_once():
 )
 def test_config_validation(changes, needle):
     with pytest.raises(ValueError, match=needle):
-        TrainConfig(**changes)
+        DPOTrainConfig(**changes)
 
 
 def test_config_yaml_round_trip_and_bool_autocast():
@@ -152,4 +152,5 @@ def test_config_yaml_round_trip_and_bool_autocast():
     assert cfg.autocast_bf16 == "off" and cfg.betas == (0.9, 0.95) and cfg.max_grad_norm is None
     assert TrainConfig.from_dict(yaml.safe_load(cfg.to_yaml())) == cfg
     assert TrainConfig().with_overrides(["autocast_bf16=on"]).autocast_bf16 == "on"
-    assert any(line.startswith("nll_weight") for line in TrainConfig.help_lines())
+    assert any(line.startswith("nll_weight") for line in DPOTrainConfig.help_lines())
+    assert not any(line.startswith("nll_weight") for line in TrainConfig.help_lines())

@@ -14,7 +14,7 @@ from train_fixtures import (
     toy_tokenizer,
 )
 
-from reversalkit.train import TrainConfig, reference_logprobs, train_dpo
+from reversalkit.train import DPOTrainConfig, reference_logprobs, train_dpo
 from reversalkit.train.data import encode
 
 
@@ -38,7 +38,7 @@ def test_reference_logprobs_match_full_softmax_oracle(tok):
     model.train()
     pairs = dpo_pairs(7)
     with single_thread():
-        ref = reference_logprobs(model, tok, pairs, TrainConfig(batch_size=3))
+        ref = reference_logprobs(model, tok, pairs, DPOTrainConfig(batch_size=3))
     assert ref.shape == (7, 2) and ref.dtype == torch.float32
     expect = torch.tensor([[_oracle_logps(model, tok, p.prompt, p.chosen),
                             _oracle_logps(model, tok, p.prompt, p.rejected)] for p in pairs],
@@ -50,7 +50,7 @@ def test_reference_logprobs_match_full_softmax_oracle(tok):
 def test_step_zero_loss_is_log2_when_policy_is_reference(tok):
     model = toy_model(len(tok), seed=2)
     pairs = dpo_pairs(12)
-    cfg = TrainConfig(lr=1e-3, batch_size=4, grad_accum=2, beta=0.1, loss_type="sigmoid", max_steps=1)
+    cfg = DPOTrainConfig(lr=1e-3, batch_size=4, grad_accum=2, beta=0.1, loss_type="sigmoid", max_steps=1)
     with single_thread():
         ref = reference_logprobs(model, tok, pairs, cfg)
         result = train_dpo(model, tok, pairs, ref, cfg, progress=False)
@@ -63,7 +63,7 @@ def test_step_zero_loss_is_log2_when_policy_is_reference(tok):
 def test_nll_term_adds_the_chosen_token_mean(tok):
     model = toy_model(len(tok), seed=2)
     pairs = dpo_pairs(8)
-    cfg = TrainConfig(batch_size=8, nll_weight=0.5, max_steps=1, shuffle=False)
+    cfg = DPOTrainConfig(batch_size=8, nll_weight=0.5, max_steps=1, shuffle=False)
     with single_thread():
         ref = reference_logprobs(model, tok, pairs, cfg)
         result = train_dpo(model, tok, pairs, ref, cfg, progress=False)
@@ -76,7 +76,7 @@ def test_nll_term_adds_the_chosen_token_mean(tok):
 @pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
 def test_dpo_accumulation_is_exact(tok, loss_type):
     pairs = dpo_pairs(16)
-    base = TrainConfig(lr=3e-3, epochs=1, seed=4, beta=0.5, loss_type=loss_type, nll_weight=0.2)
+    base = DPOTrainConfig(lr=3e-3, epochs=1, seed=4, beta=0.5, loss_type=loss_type, nll_weight=0.2)
     ref = reference_logprobs(toy_model(len(tok)), tok, pairs, base)
     runs = []
     for b, a in ((8, 1), (1, 8), (2, 4)):
@@ -101,7 +101,7 @@ def test_dpo_accumulation_is_exact(tok, loss_type):
 def test_dpo_learns_the_preference(tok):
     model = toy_model(len(tok), seed=3)
     pairs = dpo_pairs(8)
-    cfg = TrainConfig(lr=3e-3, batch_size=8, epochs=15, beta=0.5)
+    cfg = DPOTrainConfig(lr=3e-3, batch_size=8, epochs=15, beta=0.5)
     with single_thread():
         ref = reference_logprobs(model, tok, pairs, cfg)
         result = train_dpo(model, tok, pairs, ref, cfg, progress=False)
@@ -118,7 +118,7 @@ def test_dpo_learns_the_preference(tok):
 def test_reference_shape_mismatch_is_actionable(tok):
     model = toy_model(len(tok))
     with pytest.raises(ValueError, match="reference_logprobs"):
-        train_dpo(model, tok, dpo_pairs(4), torch.zeros(3, 2), TrainConfig(), progress=False)
+        train_dpo(model, tok, dpo_pairs(4), torch.zeros(3, 2), DPOTrainConfig(), progress=False)
 
 
 def _arch_model(arch: str, vocab: int):
@@ -152,7 +152,7 @@ def test_shared_prompt_equals_separate_sequences(tok, arch, monkeypatch):
     monkeypatch.setattr(dpo, "shared_prompt_hidden", lambda *a: calls.append(1) or shared(*a))
     model = _arch_model(arch, len(tok))
     pairs = dpo_pairs(6)
-    on = TrainConfig(lr=1e-3, batch_size=3, grad_accum=2, max_steps=1, beta=0.5, nll_weight=0.1, seed=2)
+    on = DPOTrainConfig(lr=1e-3, batch_size=3, grad_accum=2, max_steps=1, beta=0.5, nll_weight=0.1, seed=2)
     off = on.replace(share_prompt=False)
     with single_thread():
         ref_on = reference_logprobs(model, tok, pairs, on)
@@ -175,7 +175,7 @@ def test_pairs_whose_prompts_differ_after_truncation_run_separately(tok, monkeyp
     base = dpo_pairs(4)
     # a long chosen completion makes max_length cut the chosen sequence's prompt, not the rejected's
     pairs = [DPOPair(p.prompt, p.chosen + " and so on" * 8, p.rejected) for p in base]
-    cfg = TrainConfig(batch_size=4, max_length=48)
+    cfg = DPOTrainConfig(batch_size=4, max_length=48)
     encoded = dpo.encode_dpo(tok, pairs, cfg.max_length)
     assert any(c.prompt_len != r.prompt_len or c.ids[:c.prompt_len] != r.ids[:r.prompt_len]
                for c, r in encoded)
@@ -209,7 +209,7 @@ def test_gradient_checkpointing_trains_on_separate_sequences(tok, monkeypatch):
     from reversalkit.train import dpo
 
     pairs = dpo_pairs(4)
-    cfg = TrainConfig(lr=1e-3, batch_size=4, max_steps=1)
+    cfg = DPOTrainConfig(lr=1e-3, batch_size=4, max_steps=1)
     model = toy_model(len(tok), seed=6)
     ref = reference_logprobs(model, tok, pairs, cfg)
     model.gradient_checkpointing_enable()

@@ -23,7 +23,7 @@ import pytest
 import torch
 from train_fixtures import dpo_pairs, sft_examples, single_thread, toy_model, toy_tokenizer
 
-from reversalkit.train import TrainConfig, reference_logprobs, train_dpo, train_sft
+from reversalkit.train import DPOTrainConfig, TrainConfig, reference_logprobs, train_dpo, train_sft
 
 GOLDEN = Path(__file__).parent / "golden"
 RTOL = {"sft": 1e-6, "dpo": 5e-6}
@@ -33,7 +33,7 @@ REGEN = os.environ.get("REVERSALKIT_REGEN_GOLDEN") == "1"
 
 SFT_CFG = TrainConfig(lr=3e-3, batch_size=4, grad_accum=2, epochs=5, warmup_steps=2, schedule="cosine",
                       weight_decay=0.01, max_grad_norm=1.0, seed=11)
-DPO_CFG = TrainConfig(lr=2e-3, batch_size=4, grad_accum=1, epochs=2, warmup_steps=1, beta=0.2,
+DPO_CFG = DPOTrainConfig(lr=2e-3, batch_size=4, grad_accum=1, epochs=2, warmup_steps=1, beta=0.2,
                       loss_type="sigmoid", nll_weight=0.1, max_grad_norm=1.0, seed=12)
 
 

@@ -16,14 +16,15 @@ from importlib import resources
 from typing import Any
 
 from reversalkit.config import Config, check, option
-from reversalkit.kernels import LOSS_TYPES
-from reversalkit.train import TrainConfig
+from reversalkit.train import DPOTrainConfig, TrainConfig
 
 METHODS = ("sft", "dpo", "sft_dpo", "gold")
 REFERENCES = ("previous", "m1")
 INITS = ("continue", "reset")
 SFT_SELECTIONS = ("all", "dedup")
 SAMPLE_DRAWS = ("fixed", "fresh")
+# Study-level DPO keys of earlier versions, now read from dpo_train only.
+LEGACY_DPO_KEYS = ("beta", "loss_type", "nll_weight")
 # Keys that may change between a run and its resume without changing any number.
 NON_RESULT_KEYS = ("out_dir", "progress", "sbert_batch_size")
 
@@ -51,6 +52,38 @@ class TinyModelConfig(Config):
 
 def _train(**kw: Any) -> Any:
     return lambda: TrainConfig(**kw)
+
+
+def _dpo_train(**kw: Any) -> Any:
+    return lambda: DPOTrainConfig(**kw)
+
+
+def upgrade_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A config dict of an earlier version in today's layout: the study-level `beta`, `loss_type` and
+    `nll_weight` move into `dpo_train` (a different non-default value already there is an error), and
+    DPO-only keys at their defaults leave `m1_train` / `sft_train`, which no longer have them."""
+    data = dict(data)
+    defaults = DPOTrainConfig()
+    if any(k in data for k in LEGACY_DPO_KEYS):
+        dpo = dict(data.get("dpo_train") or {})
+        for key in LEGACY_DPO_KEYS:
+            if key not in data:
+                continue
+            outer = data.pop(key)
+            inner = dpo.get(key, getattr(defaults, key))
+            check(inner == getattr(defaults, key) or inner == outer,
+                  f"{key}={outer!r} conflicts with dpo_train.{key}={inner!r}; DPO settings live in "
+                  f"dpo_train only: drop {key}")
+            dpo[key] = outer
+        data["dpo_train"] = dpo
+    dpo_only = {f.name for f in dataclasses.fields(DPOTrainConfig)} - {f.name for f in
+                                                                        dataclasses.fields(TrainConfig)}
+    for name in ("m1_train", "sft_train"):
+        sub = data.get(name)
+        if isinstance(sub, dict) and any(k in sub for k in dpo_only):
+            data[name] = {k: v for k, v in sub.items()
+                          if not (k in dpo_only and v == getattr(defaults, k))}
+    return data
 
 
 @dataclasses.dataclass
@@ -105,11 +138,6 @@ class StudyConfig(Config):
     sft_max_per_problem: int | None = option(None, "cap of SFT examples per problem (None = no cap)")
     pairs_per_problem: int | None = option(None, "cap of DPO pairs per problem; pairs are "
                                            "min(#correct, #incorrect) up to this cap (None = no cap)")
-    beta: float = option(0.1, "DPO beta (overrides dpo_train.beta)")
-    loss_type: str = option("sigmoid", "DPO loss: sigmoid, ipo, hinge, robust "
-                            "(overrides dpo_train.loss_type)")
-    nll_weight: float = option(0.0, "weight of the chosen-completion NLL term in DPO (overrides "
-                               "dpo_train.nll_weight; 0 = plain DPO)")
     reference: str = option("previous", "DPO reference model: 'previous' (M_{t-1}) or 'm1'")
     reference_from_samples: bool = option(True, "when the reference is the model that drew D_t and both "
                                           "run in float32 without autocast, take its log-probs from the "
@@ -124,8 +152,9 @@ class StudyConfig(Config):
                                    factory=_train(lr=1e-5, epochs=3, batch_size=16))
     sft_train: TrainConfig = option(help="each Iterative SFT round", factory=_train(lr=1e-5, epochs=1,
                                                                                     batch_size=16))
-    dpo_train: TrainConfig = option(help="each Iterative DPO round", factory=_train(lr=5e-7, epochs=1,
-                                                                                    batch_size=16))
+    dpo_train: DPOTrainConfig = option(help="each Iterative DPO round, with the DPO loss (beta, loss_type, "
+                                       "nll_weight: the chosen-completion NLL term, 0 = plain DPO)",
+                                       factory=_dpo_train(lr=5e-7, epochs=1, batch_size=16))
 
     # ---- evaluation ----------------------------------------------------------------------
     pass_k: tuple[int, ...] = option((1, 2, 4, 8, 16, 32, 50), "k values of the pass@k curves "
@@ -202,17 +231,6 @@ class StudyConfig(Config):
             check(v is None or v >= 1, f"{name} must be >= 1 or None (no limit), got {v}")
         check(self.diversity_group_size >= 2, f"diversity_group_size must be >= 2 (one text has no "
               f"diversity), got {self.diversity_group_size}")
-        check(self.beta > 0, f"beta must be > 0, got {self.beta}")
-        check(self.loss_type in LOSS_TYPES, f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
-        check(self.nll_weight >= 0, f"nll_weight must be >= 0, got {self.nll_weight}")
-        # DPO rounds take beta / loss_type / nll_weight from the study level: a different value set
-        # in dpo_train would be silently overridden, so it is an error naming the key to use
-        defaults = TrainConfig()
-        for key in ("beta", "loss_type", "nll_weight"):
-            inner, outer = getattr(self.dpo_train, key), getattr(self, key)
-            check(inner == getattr(defaults, key) or inner == outer,
-                  f"dpo_train.{key}={inner!r} conflicts with {key}={outer!r}: the study's DPO rounds use "
-                  f"{key}; set {key}={inner!r} instead")
         check(self.reference in REFERENCES, f"reference must be one of {REFERENCES}, got {self.reference!r}")
         check(self.init in INITS, f"init must be one of {INITS}, got {self.init!r}")
         check(all(k >= 1 for k in self.pass_k), f"pass_k values must be >= 1, got {self.pass_k}")
@@ -242,10 +260,6 @@ class StudyConfig(Config):
             return self.eval_samples
         return self.ood_eval_samples
 
-    def dpo_round_train(self) -> TrainConfig:
-        """dpo_train with the study-level DPO fields applied."""
-        return self.dpo_train.replace(beta=self.beta, loss_type=self.loss_type, nll_weight=self.nll_weight)
-
     def round_kinds(self, method: str) -> list[str]:
         """'sft'/'dpo' for rounds t = 2..T of a method."""
         n = self.iterations - 1
@@ -258,6 +272,25 @@ class StudyConfig(Config):
     def result_dict(self) -> dict[str, Any]:
         """The resolved config without the keys that do not change results (for resume checks)."""
         return {k: v for k, v in self.to_dict().items() if k not in NON_RESULT_KEYS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, *, _where: str = "") -> StudyConfig:
+        legacy = [k for k in LEGACY_DPO_KEYS if k in (data or {})]
+        check(not legacy, f"config key(s) {', '.join(legacy)} belong to dpo_train: write "
+              + ", ".join(f"dpo_train.{k}" for k in legacy) + " (in YAML, under dpo_train:)")
+        return super().from_dict(data, _where=_where)
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> StudyConfig:
+        """The config a run directory stored, written by this or an earlier version."""
+        return cls.from_dict(upgrade_config(data))
+
+    def with_overrides(self, overrides: list[str] | tuple[str, ...]) -> StudyConfig:
+        for item in overrides:
+            key = item.split("=", 1)[0].strip()
+            check(key not in LEGACY_DPO_KEYS,
+                  f"override {item!r}: {key} belongs to dpo_train; use --set dpo_train.{item.strip()}")
+        return super().with_overrides(overrides)
 
     @classmethod
     def preset(cls, name: str) -> StudyConfig:

@@ -27,11 +27,11 @@ import safetensors.torch
 import torch
 
 from reversalkit.study import stages
-from reversalkit.study.config import NON_RESULT_KEYS, StudyConfig
+from reversalkit.study.config import NON_RESULT_KEYS, StudyConfig, upgrade_config
 from reversalkit.study.plan import ROOT, Node, method_nodes, node_dir, sampled_by
-from reversalkit.study.pooled_report import pooled_summary, write_pooled_report
-from reversalkit.study.report import write_report
-from reversalkit.study.results import ID_SPLIT, collect_results
+from reversalkit.study.pooled_report import pooled_summary
+from reversalkit.study.publish import publish_pooled, publish_run
+from reversalkit.study.results import ID_SPLIT
 from reversalkit.study.store import RunStore
 from reversalkit.study.tables import terminal_summary
 from reversalkit.study.workspace import Workspace
@@ -78,7 +78,7 @@ class Study:
         if not _m1_done(cfg.out_dir):
             _check_model_source(cfg)
         store = RunStore.open(cfg.out_dir, cfg.to_dict(), fresh=self.fresh,
-                              ignore_keys=NON_RESULT_KEYS)
+                              ignore_keys=NON_RESULT_KEYS, upgrade=upgrade_config)
         store.on_write = lambda rel: self.on_event("artifact", rel)
         handler = _file_handler(store)
         self.store = store
@@ -95,9 +95,7 @@ class Study:
                 chain = method_nodes(cfg.round_kinds(method))
                 for parent, node in zip(chain, chain[1:]):
                     self._round(node, parent)
-            results = collect_results(store, cfg)
-            store.write_json("results.json", results)
-            write_report(results, store.path("report"))
+            results, _ = publish_run(store, cfg)
             log.info("report: %s (this invocation took %.0f s)", store.path("report/report.md"),
                      time.perf_counter() - started)
             if self.print_summary:
@@ -117,7 +115,7 @@ class Study:
         cfg = self.cfg
         # seeds can be added to a finished set: each seed's run checks its own config
         parent = RunStore.open(cfg.out_dir, cfg.to_dict(), fresh=self.fresh,
-                               ignore_keys=(*NON_RESULT_KEYS, "seeds", "seed"))
+                               ignore_keys=(*NON_RESULT_KEYS, "seeds", "seed"), upgrade=upgrade_config)
         try:
             runs = []
             for i, seed in enumerate(cfg.seeds):
@@ -126,9 +124,7 @@ class Study:
                 Study(sub, fresh=self.fresh, on_event=self.on_event, task=self.task_override,
                       ood_tasks=self.ood_override, print_summary=False).run()
                 runs.append((seed, RunStore.read_only(sub.out_dir)))
-            results = replicates.pool_results(cfg, runs)
-            parent.write_json("results.json", results)
-            write_pooled_report(results, parent.path("report"))
+            results, _ = publish_pooled(parent, cfg, runs)
             if self.print_summary:
                 print(pooled_summary(results))
             return results
@@ -143,6 +139,17 @@ class Study:
         task = get_task(self.task_override)
         self.cfg = self.cfg.replace(task=task_spec(task), task_options={})
         return task
+
+    def check(self) -> None:
+        """Resolve the task, the OOD tasks and the model (or M1) source, creating nothing: what
+        `run` would fail on first fails here with the same message (`study --dry-run` calls it)."""
+        self._resolve_task()
+        for spec in self.cfg.ood_tasks:
+            name = spec.split(":", 1)[0] if ":" in spec else None
+            if name is not None and name not in self.ood_override:
+                get_task(name, **dict(self.cfg.ood_task_options.get(name, {})))
+        if not _m1_done(self.cfg.out_dir):
+            _check_model_source(self.cfg)
 
     def planned_steps(self) -> list[str]:
         """Every step of the run, in the order the loop takes them."""

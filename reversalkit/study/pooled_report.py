@@ -7,25 +7,15 @@ Input is the pooled results dict of `reversalkit.study.seeds.pool_results` (save
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 from pathlib import Path
 from typing import Any
 
 from reversalkit.study.report import _atomic_write, _plt, _save, _style
 from reversalkit.study.tables import fmt, format_table, paper_reference
+from reversalkit.study.verdict import fmt_gain, html_table, md_table, verdict_sections, verdicts
 
 DIV_LABEL = {"sbert": "SBERT div. (c)", "distinct_n": "distinct-1..5 (c)", "equations": "distinct eqs (c)"}
-
-
-def fmt_gain(c: dict[str, Any] | None) -> str:
-    """'+0.045 [+0.010, +0.080]' for a pooled paired difference."""
-    if not c or c.get("mean") is None:
-        return "-"
-    if c.get("lo") is None:
-        return f"{c['mean']:+.3f}"
-    return f"{c['mean']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]"
 
 
 def _seeds(v: dict[str, Any] | None) -> str:
@@ -61,48 +51,6 @@ def main_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _above(c: dict[str, Any] | None) -> bool:
-    return bool(c and c.get("lo") is not None and c["lo"] > 0)
-
-
-def _below(c: dict[str, Any] | None) -> bool:
-    return bool(c and c.get("hi") is not None and c["hi"] < 0)
-
-
-def verdicts(results: dict[str, Any]) -> list[str]:
-    """One sentence per method: progress (best iterate vs M1), then the reversal signals at the last."""
-    sid, oods = results["id_split"], results["ood_splits"]
-    lines = []
-    for method, entries in results["methods"].items():
-        rounds = entries[1:]
-        if not rounds:
-            continue
-        best = max(rounds, key=lambda e: (e["pass1"][sid]["mean"] or 0.0, -e["iteration"]))
-        last = rounds[-1]
-        g = best["gain"][sid]["pooled"]
-        per_seed = [c["mean"] for c in best["gain"][sid]["seeds"] if c]
-        up = sum(1 for d in per_seed if d > 0)
-        progress = ("progress" if _above(g) else "no significant progress")
-        parts = [f"**{method}**: {progress}: best iterate M{best['iteration']} {fmt_gain(g)} pass@1 vs M1 "
-                 f"(above M1 in {up} of {len(per_seed)} seeds)"]
-        for key, name in (("sbert", "SBERT"), ("distinct_n", "distinct-n"), ("equations", "equations")):
-            c = last["diversity_change"].get(key)
-            word = "lower" if _below(c) else ("higher" if _above(c) else "unchanged within the CI")
-            parts.append(f"{name} diversity of correct answers at M{last['iteration']} {word} "
-                         f"({fmt_gain(c)})")
-        for s in oods:
-            lg, og = last["gain"][sid]["pooled"], last["gain"].get(s, {}).get("pooled")
-            if lg and og:
-                rel = "smaller than" if og["mean"] < lg["mean"] else "at least"
-                parts.append(f"OOD {s} gain at M{last['iteration']} {fmt_gain(og)}, {rel} the ID gain "
-                             f"{fmt_gain(lg)}")
-        cover = best.get("m1_pass_at_n_on_is") or {}
-        if cover.get("mean") is not None:
-            parts.append(f"M1's pass@{cover['n']} on IS(M{best['iteration']}) {cover['mean']:.2f}")
-        lines.append("; ".join(parts) + ".")
-    return lines
-
-
 def plot_reversal(results: dict[str, Any], out: Path) -> str:
     """Change vs M1 per iteration and method (pooled, paired CIs): ID pass@1, OOD pass@1, SBERT
     diversity of correct answers. Progress is the first panel above zero; reversal, the others."""
@@ -135,58 +83,32 @@ def plot_reversal(results: dict[str, Any], out: Path) -> str:
     return _save(fig, out / "reversal.png", rect=(0, 0, 1, 0.93))
 
 
-def tidy_csv(results: dict[str, Any]) -> str:
-    """Long-format rows (method, iteration, seed, metric, value) for pandas."""
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["method", "iteration", "seed", "metric", "value"])
-    seeds = results["seeds"]
-    for method, entries in results["methods"].items():
-        for e in entries:
-            series = {f"pass1_{s}": v for s, v in e["pass1"].items()}
-            series.update({f"pass{k}_{results['id_split']}": v for k, v in e["pass_k"].items()})
-            series.update({f"diversity_correct_{k}": v for k, v in e["diversity"].items()})
-            series.update(train_coverage=e["train_coverage"], improved=e["improved"],
-                          regressed=e["regressed"])
-            for name, v in series.items():
-                for seed, x in zip(seeds, v["seeds"]):
-                    if x is not None:
-                        w.writerow([method, e["iteration"], seed, name, x])
-    return buf.getvalue()
-
-
 def write_pooled_report(results: dict[str, Any], out_dir: str | Path) -> Path:
-    """report.md, index.html, reversal.png and results.csv of a multi-seed study; returns report.md."""
+    """report.md, index.html and reversal.png of a multi-seed study; returns report.md. The tidy
+    values are `metrics.csv` beside results.json (`reversalkit.study.verdict.metrics_csv`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fig = plot_reversal(results, out)
-    _atomic_write(out / "results.csv", tidy_csv(results))
     header, rows = main_rows(results)
-    found = verdicts(results)
     intro = (f"Task {results['task']}, model {results['model']}, {results['iterations']} iterations, "
              f"seeds {', '.join(map(str, results['seeds']))} (each a full replicate: M1 and every round). "
              "Pass@1 is greedy; Δ columns are pooled paired bootstrap 95% CIs over problems; (c) = within "
              "correct samples. Each seed's full report: seed<N>/report/.")
     alt = "Change against M1 per iteration: ID pass@1, OOD pass@1 and SBERT diversity of correct answers"
-    md = ["# reversalkit study report (pooled over seeds)", "", intro, "", "## What it found", "",
-          *[f"- {v}" for v in found], "", f"![{alt}]({fig})", "", "## Main table", "",
-          "| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
-          *["| " + " | ".join(r) + " |" for r in rows], "",
-          "Tidy per-seed values for pandas: `results.csv` (method, iteration, seed, metric, value).", "",
+    found_md, found_html = verdict_sections(results)
+    csv_note = "Tidy per-seed values for pandas: `../metrics.csv` (method, iteration, seed, metric, value)."
+    md = ["# reversalkit study report (pooled over seeds)", "", intro, "", *found_md,
+          f"![{alt}]({fig})", "", "## Main table", "", md_table(header, rows), "", csv_note, "",
           "## Reference numbers from the paper", "", paper_reference(results), ""]
     _atomic_write(out / "report.md", "\n".join(md))
-    table = ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
-             + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-             + "</table>")
-    items = "".join(f"<li>{html.escape(v).replace('**', '')}</li>" for v in found)
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>reversalkit pooled study</title>"
             "<style>body{font-family:sans-serif;max-width:1300px;margin:auto}"
             "table{border-collapse:collapse;font-size:12px}"
             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}</style></head><body>"
             f"<h1>reversalkit study report (pooled over seeds)</h1><p>{html.escape(intro)}</p>"
-            f"<h2>What it found</h2><ul>{items}</ul><img src='{fig}' alt='{html.escape(alt)}' "
-            f"style='max-width:100%'><h2>Main table</h2>{table}<p>Tidy values: <a href='results.csv'>"
-            f"results.csv</a></p><h2>Reference numbers from the paper</h2><pre>"
+            f"{found_html}<img src='{fig}' alt='{html.escape(alt)}' style='max-width:100%'>"
+            f"<h2>Main table</h2>{html_table(header, rows)}<p>Tidy values: <a href='../metrics.csv'>"
+            f"metrics.csv</a></p><h2>Reference numbers from the paper</h2><pre>"
             f"{html.escape(paper_reference(results))}</pre></body></html>")
     _atomic_write(out / "index.html", page)
     return out / "report.md"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reversalkit.study.tables import best_iterates, fmt_ci, paper_reference, summary_rows
+from reversalkit.study.verdict import verdict_sections
 
 METHOD_STYLE = {"sft": ("tab:blue", "o"), "dpo": ("tab:orange", "s"), "sft_dpo": ("tab:green", "^"),
                 "gold": ("tab:gray", "x")}
@@ -220,8 +221,9 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
-    """Write report.md, index.html and the PNGs into out_dir; returns the report.md path."""
+def write_report(results: dict[str, Any], out_dir: str | Path, pooled: dict[str, Any] | None = None) -> Path:
+    """Write report.md, index.html and the PNGs into out_dir; returns the report.md path. `pooled`:
+    the run pooled as one seed (`seeds.pool_results`), whose paired CIs give the verdict section."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = [("pass@1 per iteration", plot_pass1(results, out)),
@@ -239,19 +241,21 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
              f"{results.get('iterations')} iterations, methods {', '.join(results['methods'])}. "
              f"M1: {results.get('m1_source', '-')}; its coverage on train: {fmt_ci(cov)}. "
              f"ID evaluation: the task's {results.get('id_source', 'test')} split.")
-    md = ["# reversalkit study report", "", intro, "", "## Best iterate per method (by ID greedy pass@1)", "",
+    found_md, found_html = verdict_sections(pooled) if pooled is not None else ([], "")
+    md = ["# reversalkit study report", "", intro, "", *found_md,
+          "## Best iterate per method (by ID greedy pass@1)", "",
           _md_table(bheader, brows), "", "## Every iteration", "", _md_table(header, rows), ""]
     for title, fname in figures:
         md += [f"## {title[0].upper() + title[1:]}", "", f"![{title}]({fname})", ""]
     md += ["## Reference numbers from the paper", "", paper, ""]
     _atomic_write(out / "report.md", "\n".join(md))
-    figs_html = "".join(f"<h2>{html.escape(t)}</h2><img src='{f}' style='max-width:100%'>"
-                        for t, f in figures)
+    figs_html = "".join(f"<h2>{html.escape(t)}</h2><img src='{f}' alt='{html.escape(t)}' "
+                        "style='max-width:100%'>" for t, f in figures)
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>reversalkit study</title>"
         "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
         "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}</style></head><body>"
-        f"<h1>reversalkit study report</h1><p>{html.escape(intro).replace('**', '')}</p>"
+        f"<h1>reversalkit study report</h1><p>{html.escape(intro).replace('**', '')}</p>{found_html}"
         f"<h2>Best iterate per method</h2>{_html_table(bheader, brows)}"
         f"<h2>Every iteration</h2>{_html_table(header, rows)}{figs_html}"
         f"<h2>Reference numbers from the paper</h2><pre>{html.escape(paper)}</pre></body></html>")

@@ -32,7 +32,7 @@ def collect_results(store: RunStore, config: Any | None = None) -> dict[str, Any
     """Results of every evaluated iterate of every method, in iteration order."""
     from reversalkit.study.config import StudyConfig  # noqa: PLC0415  (keeps report imports light)
 
-    cfg = config if config is not None else StudyConfig.from_dict(store.config())
+    cfg = config if config is not None else StudyConfig.from_stored(store.config())
     m1_samples = _load(store, f"{node_dir(ROOT)}/train_samples.json")
     results: dict[str, Any] = {
         "task": cfg.task, "model": cfg.model, "iterations": cfg.iterations,

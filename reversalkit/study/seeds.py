@@ -7,7 +7,8 @@ the pooled `results.json` and `report/`. Pooling, per method and iteration:
 - the paired bootstrap CI over problems of pass@1(M_t) - pass@1(M1) on every test set, per seed
   and pooled (a problem's difference averaged over seeds, then resampled over problems);
 - the same paired, pooled CI for the diversity of correct answers, on the problems scored at both
-  M_t and M1 of a seed.
+  M_t and M1 of a seed, and for the unbiased pass@k at the largest k of the ID evaluation samples.
+A single run is pooled as one seed, which gives its report the same verdict and CIs.
 Seeds are the replicate axis and problems the resampled one, so the pooled CIs say how sure the
 pooled mean is given these replicates, over the population of problems.
 """
@@ -55,6 +56,19 @@ def _greedy(store: RunStore, node: str, split: str) -> dict[str, float] | None:
     return {str(r["id"]): float(bool(r["correct"])) for r in store.read_jsonl(rel)}
 
 
+def _pass_k(store: RunStore, node: str, k: int) -> dict[str, float] | None:
+    """Problem id -> unbiased pass@k of the node's ID evaluation samples (None without samples)."""
+    rel = f"{node_dir(node)}/eval/{ID_SPLIT}.samples.jsonl.gz"
+    if not store.exists(rel):
+        return None
+    counts: dict[str, list[int]] = {}
+    for r in store.read_jsonl(rel):
+        nc = counts.setdefault(str(r["id"]), [0, 0])
+        nc[0] += 1
+        nc[1] += int(bool(r["correct"]))
+    return {pid: float(metrics.pass_at_k(n, c, k)) for pid, (n, c) in counts.items() if n >= k}
+
+
 def _diversity(store: RunStore, node: str) -> dict[str, dict[str, float]]:
     rel = f"{node_dir(node)}/eval.json"
     if not store.exists(rel):
@@ -87,7 +101,7 @@ def _get(entry: dict[str, Any], *path: str) -> Any:
 
 def _pool_entry(method: str, node: Any, runs: list[tuple[int, RunStore, dict[str, Any]]], splits: list[str],
                 ks: list[str], n_boot: int, ci: float,
-                m1: dict[int, tuple[dict, dict]]) -> dict[str, Any] | None:
+                m1: dict[int, tuple[dict, dict, dict | None]]) -> dict[str, Any] | None:
     entries = []
     for _, _, res in runs:
         found = [e for e in res["methods"].get(method, []) if e["node"] == node.name]
@@ -122,6 +136,13 @@ def _pool_entry(method: str, node: Any, runs: list[tuple[int, RunStore, dict[str
         out["gain"][split] = {
             "seeds": [paired_gain([p], n_boot=n_boot, ci=ci, seed=bseed) for p in pairs],
             "pooled": paired_gain(pairs, n_boot=n_boot, ci=ci, seed=bseed)}
+    if top_k is not None:
+        pairs = [(_pass_k(store, node.name, int(top_k)), m1[seed][2]) for seed, store, _ in runs]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+        out["gain_pass_k"] = paired_gain(pairs, n_boot=n_boot, ci=ci,
+                                         seed=derive_seed(0, "pooled", node.name, "pass_k"))
+        if out["gain_pass_k"] is not None:
+            out["gain_pass_k"]["k"] = int(top_k)
     for key in DIVERSITY_KEYS:
         pairs = [(_diversity(store, node.name).get(key, {}), m1[seed][1].get(key, {}))
                  for seed, store, _ in runs]
@@ -142,7 +163,9 @@ def pool_results(cfg: Any, runs: list[tuple[int, RunStore]]) -> dict[str, Any]:
         "ks": first["ks"], "m1_source": first.get("m1_source"),
         "per_seed": {str(s): r for s, _, r in collected}, "methods": {}}
     # M1's records, read once per seed: every iterate is compared with them
-    m1 = {seed: ({s: _greedy(store, ROOT, s) for s in splits}, _diversity(store, ROOT))
+    top_k = int(ks[-1]) if ks else None
+    m1 = {seed: ({s: _greedy(store, ROOT, s) for s in splits}, _diversity(store, ROOT),
+                 _pass_k(store, ROOT, top_k) if top_k else None)
           for seed, store, _ in collected}
     for method in cfg.methods:
         rows = []

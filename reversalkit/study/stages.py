@@ -101,7 +101,7 @@ def gold_in_place(kept: list[tuple[str, str]], problems: dict[str, Any]) -> list
 
 
 def round_train_config(cfg: StudyConfig, kind: str, node: str) -> TrainConfig:
-    base = cfg.sft_train if kind in ("sft", "gold") else cfg.dpo_round_train()
+    base = cfg.sft_train if kind in ("sft", "gold") else cfg.dpo_train
     return base.replace(seed=derive_seed(cfg.seed, "train", node))
 
 
@@ -118,7 +118,7 @@ def sampled_logprobs_exact(cfg: StudyConfig, device: str) -> bool:
         return False
     if device == "cpu":
         return cfg.dtype in ("auto", "float32")
-    return cfg.dtype == "float32" and cfg.dpo_round_train().autocast_bf16 == "off"
+    return cfg.dtype == "float32" and cfg.dpo_train.autocast_bf16 == "off"
 
 
 def training_ids(tok, max_length: int):
@@ -239,7 +239,7 @@ def sample_train(engine, task: Any, problems: Sequence[Any], cfg: StudyConfig, n
     """
     ids = None
     if tokenizer is not None and sampled_logprobs_exact(cfg, resolve_device(cfg.device)):
-        ids = training_ids(tokenizer, cfg.dpo_round_train().max_length)
+        ids = training_ids(tokenizer, cfg.dpo_train.max_length)
     records = rollout.generate(engine, task, problems, n=cfg.samples_per_problem, temperature=cfg.temperature,
                                top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                seed=derive_seed(cfg.seed, "sample", node), progress=progress,

@@ -78,12 +78,15 @@ class RunStore:
     # ---- opening -------------------------------------------------------------------------
     @classmethod
     def open(cls, root: str | Path, config: dict[str, Any], *, fresh: bool = False,
-             ignore_keys: Iterable[str] = ()) -> RunStore:
+             ignore_keys: Iterable[str] = (),
+             upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> RunStore:
         """Create `root`, or resume it when it holds a run of the same config.
 
         `ignore_keys` are top-level config keys that may change between a run and its resume
         (e.g. the output directory itself). A changed config raises ValueError listing what
-        changed, unless `fresh=True`, which deletes the old run first.
+        changed, unless `fresh=True`, which deletes the old run first. `upgrade` maps a stored config
+        of an earlier version to today's layout; a run whose upgraded config matches resumes, and its
+        stored config is rewritten in the new layout.
         """
         root = Path(root)
         if root.exists() and not root.is_dir():
@@ -103,9 +106,17 @@ class RunStore:
         store._acquire_lock()
         if mpath.exists():
             manifest = json.loads(mpath.read_text())
+            stored = yaml.safe_load((root / CONFIG).read_text()) if (root / CONFIG).exists() else {}
+            if manifest.get("config_digest") != digest and upgrade is not None and stored:
+                # a run written by an earlier version: same settings in an older layout
+                upgraded = upgrade(stored)
+                if config_digest({k: v for k, v in upgraded.items() if k not in ignore}) == digest:
+                    manifest["config_digest"] = digest
+                    store._manifest = manifest
+                    store.write_text(CONFIG, yaml.safe_dump(config, sort_keys=False))
+                    store._save_manifest()
             if manifest.get("config_digest") != digest:
-                old = yaml.safe_load((root / CONFIG).read_text()) if (root / CONFIG).exists() else {}
-                old = {k: v for k, v in (old or {}).items() if k not in ignore}
+                old = {k: v for k, v in (stored or {}).items() if k not in ignore}
                 changes = "\n  ".join(config_diff(old, relevant)) or "(format change)"
                 store.close()
                 raise ValueError(

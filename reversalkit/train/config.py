@@ -1,4 +1,5 @@
-"""Training configuration shared by SFT and DPO (`TrainConfig`) and the per-run record (`TrainResult`).
+"""Training configuration: `TrainConfig` (optimiser and batching, shared by SFT and DPO),
+`DPOTrainConfig` (adds the DPO loss), and the per-run record (`TrainResult`).
 
 One optimizer step consumes `batch_size * grad_accum` sequences (DPO: pairs); the loss of a step is
 normalised over that whole step, so the split into micro-batches never changes the update.
@@ -17,7 +18,7 @@ SCHEDULES = ("constant", "cosine")
 
 @dataclasses.dataclass
 class TrainConfig(Config):
-    """Optimiser, batching and loss settings for `train_sft` / `train_dpo` / `reference_logprobs`."""
+    """Optimiser and batching settings of `train_sft` (and, through `DPOTrainConfig`, of DPO)."""
 
     lr: float = option(1e-5, "peak learning rate of AdamW (after warmup)")
     weight_decay: float = option(0.0, "AdamW decoupled weight decay; not applied to norms and biases")
@@ -41,14 +42,6 @@ class TrainConfig(Config):
     logprob_chunk_size: int | None = option(None, "token rows per chunk of the fused log-prob kernels; "
                                                   "null = the kernels' memory-based default")
     drop_last: bool = option(False, "drop the last optimizer step of an epoch when it is not full")
-    beta: float = option(0.1, "DPO: strength of the KL constraint to the reference")
-    loss_type: str = option("sigmoid", "DPO loss: 'sigmoid', 'ipo', 'hinge' or 'robust'")
-    label_smoothing: float = option(0.0, "DPO 'sigmoid'/'robust': assumed probability that a preference "
-                                         "label is flipped")
-    nll_weight: float = option(0.0, "DPO: weight of the chosen completions' NLL per token added to the loss")
-    share_prompt: bool = option(True, "DPO: run the prompt of a pair once for its chosen and rejected "
-                                      "completions (same values up to rounding, fewer FLOPs)")
-
     def __post_init__(self) -> None:
         if isinstance(self.autocast_bf16, bool):  # YAML reads on/off as booleans
             self.autocast_bf16 = "on" if self.autocast_bf16 else "off"
@@ -74,6 +67,27 @@ class TrainConfig(Config):
               f"autocast_bf16 must be 'auto', 'on' or 'off', got {self.autocast_bf16!r}")
         check(self.logprob_chunk_size is None or self.logprob_chunk_size >= 1,
               f"logprob_chunk_size must be >= 1 or null, got {self.logprob_chunk_size}")
+
+    @property
+    def step_size(self) -> int:
+        """Sequences (DPO: pairs) per optimizer step."""
+        return self.batch_size * self.grad_accum
+
+
+@dataclasses.dataclass
+class DPOTrainConfig(TrainConfig):
+    """`TrainConfig` plus the DPO loss: settings of `train_dpo` / `reference_logprobs`."""
+
+    beta: float = option(0.1, "strength of the KL constraint to the reference")
+    loss_type: str = option("sigmoid", "loss: 'sigmoid', 'ipo', 'hinge' or 'robust'")
+    label_smoothing: float = option(0.0, "'sigmoid'/'robust' loss: assumed probability that a preference "
+                                         "label is flipped")
+    nll_weight: float = option(0.0, "weight of the chosen completions' NLL per token added to the loss")
+    share_prompt: bool = option(True, "run the prompt of a pair once for its chosen and rejected "
+                                      "completions (same values up to rounding, fewer FLOPs)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         check(self.beta > 0, f"beta must be > 0, got {self.beta}")
         check(self.loss_type in LOSS_TYPES, f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         check(0 <= self.label_smoothing < 0.5,
@@ -81,11 +95,6 @@ class TrainConfig(Config):
         check(self.label_smoothing == 0 or self.loss_type in ("sigmoid", "robust"),
               f"label_smoothing applies to loss_type 'sigmoid' and 'robust' only, got {self.loss_type!r}")
         check(self.nll_weight >= 0, f"nll_weight must be >= 0, got {self.nll_weight}")
-
-    @property
-    def step_size(self) -> int:
-        """Sequences (DPO: pairs) per optimizer step."""
-        return self.batch_size * self.grad_accum
 
 
 @dataclasses.dataclass

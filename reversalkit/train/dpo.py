@@ -4,7 +4,7 @@ The reference model (M_{t-1}) is never held in memory beside the policy: `refere
 it once, without gradients, and returns the summed completion log-probs of every pair, which the
 study caches in its run directory and passes to `train_dpo`. Each micro-batch puts the chosen and
 rejected sequences of its pairs through the decoder together, running each pair's prompt once
-(`TrainConfig.share_prompt`).
+(`DPOTrainConfig.share_prompt`).
 
 Loss of a step = mean over the step's pairs of the DPO loss + nll_weight * (sum of -log p over
 the chosen completions' tokens) / (their number), through `reversalkit.kernels.linear_dpo_loss`
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from reversalkit.train.config import TrainConfig, TrainResult
+from reversalkit.train.config import DPOTrainConfig, TrainResult
 from reversalkit.train.cpu_ops import fused_cpu_ops
 from reversalkit.train.data import DPOPair, Encoded, collate, encode_dpo, pad_id, plan_run
 from reversalkit.train.optim import autocast
@@ -62,7 +62,13 @@ def _shared_prompt_batch(encoded: Sequence[tuple[Encoded, Encoded]], idx: Sequen
     return prompt_ids.to(device), prompt_lens, completion_ids.to(device), completion_lens
 
 
-def _pair_hidden(model, encoded, idx: Sequence[int], pad: int, device, cfg: TrainConfig):
+def _require_dpo_config(cfg, fn: str) -> None:
+    if not isinstance(cfg, DPOTrainConfig):
+        raise TypeError(f"{fn} takes a DPOTrainConfig (TrainConfig plus beta, loss_type, label_smoothing, "
+                        f"nll_weight, share_prompt), got {type(cfg).__name__}")
+
+
+def _pair_hidden(model, encoded, idx: Sequence[int], pad: int, device, cfg: DPOTrainConfig):
     """hidden (2B, T, H), input_ids and completion_mask (2B, T) of the pairs in `idx`, chosen rows
     first; with cfg.share_prompt each pair's prompt runs once (`shared_prompt_hidden`)."""
     if cfg.share_prompt:
@@ -75,7 +81,7 @@ def _pair_hidden(model, encoded, idx: Sequence[int], pad: int, device, cfg: Trai
 
 
 @torch.no_grad()  # a fixed target: never part of the policy's graph
-def reference_logprobs(model, tokenizer, pairs: Sequence[DPOPair], cfg: TrainConfig) -> torch.Tensor:
+def reference_logprobs(model, tokenizer, pairs: Sequence[DPOPair], cfg: DPOTrainConfig) -> torch.Tensor:
     """Summed completion log-probs (P, 2) float32 on CPU: column 0 chosen, column 1 rejected.
 
     Runs in eval mode under the same autocast as training, with pairs grouped by length
@@ -84,6 +90,7 @@ def reference_logprobs(model, tokenizer, pairs: Sequence[DPOPair], cfg: TrainCon
     """
     from reversalkit.kernels import sequence_logprobs  # lazy: the kernels import triton
 
+    _require_dpo_config(cfg, "reference_logprobs")
     encoded = encode_dpo(tokenizer, pairs, cfg.max_length)
     if not encoded:
         return torch.zeros((0, 2), dtype=torch.float32)
@@ -104,13 +111,14 @@ def reference_logprobs(model, tokenizer, pairs: Sequence[DPOPair], cfg: TrainCon
     return out
 
 
-def train_dpo(model, tokenizer, pairs: Sequence[DPOPair], ref_logps: torch.Tensor, cfg: TrainConfig, *,
+def train_dpo(model, tokenizer, pairs: Sequence[DPOPair], ref_logps: torch.Tensor, cfg: DPOTrainConfig, *,
               progress: bool = True, log: LogFn | None = None) -> TrainResult:
     """Train `model` in place on preference pairs; `ref_logps` (P, 2) from `reference_logprobs`.
 
     Records per step: loss, chosen/rejected rewards (mean beta * log-ratio), reward accuracy
     (fraction of pairs whose chosen reward beats the rejected one) and the chosen NLL per token.
     """
+    _require_dpo_config(cfg, "train_dpo")
     if tuple(ref_logps.shape) != (len(pairs), 2):
         raise ValueError(
             f"ref_logps has shape {tuple(ref_logps.shape)} but there are {len(pairs)} pairs; expected "
@@ -136,7 +144,7 @@ def train_dpo(model, tokenizer, pairs: Sequence[DPOPair], ref_logps: torch.Tenso
 
 
 def _micro_step(model, encoded, ref, mb: Sequence[int], pad: int, n_pairs: int, n_chosen: int,
-                cfg: TrainConfig) -> dict[str, float]:
+                cfg: DPOTrainConfig) -> dict[str, float]:
     """Forward + backward of one micro-batch, normalised over the whole step; returns its stats.
 
     The fused kernel returns mean_b(dpo) + w * (chosen NLL sum) / (chosen tokens of the micro-batch).
