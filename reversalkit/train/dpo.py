@@ -15,6 +15,7 @@ log-ratios as TRL does).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -22,6 +23,7 @@ from reversalkit.train.config import TrainConfig, TrainResult
 from reversalkit.train.cpu_ops import fused_cpu_ops
 from reversalkit.train.data import DPOPair, Encoded, collate, encode_dpo, pad_id, plan_run
 from reversalkit.train.optim import autocast
+from reversalkit.train.parallel import local_micro_batches
 from reversalkit.train.step import (
     LogFn,
     decoder_hidden,
@@ -105,11 +107,13 @@ def reference_logprobs(model, tokenizer, pairs: Sequence[DPOPair], cfg: TrainCon
 
 
 def train_dpo(model, tokenizer, pairs: Sequence[DPOPair], ref_logps: torch.Tensor, cfg: TrainConfig, *,
-              progress: bool = True, log: LogFn | None = None) -> TrainResult:
+              progress: bool = True, log: LogFn | None = None, group: Any = None) -> TrainResult:
     """Train `model` in place on preference pairs; `ref_logps` (P, 2) from `reference_logprobs`.
 
     Records per step: loss, chosen/rejected rewards (mean beta * log-ratio), reward accuracy
     (fraction of pairs whose chosen reward beats the rejected one) and the chosen NLL per token.
+    With a `group` of several ranks, each runs its slice of every micro-batch
+    (`reversalkit.train.parallel`).
     """
     if tuple(ref_logps.shape) != (len(pairs), 2):
         raise ValueError(
@@ -126,13 +130,13 @@ def train_dpo(model, tokenizer, pairs: Sequence[DPOPair], ref_logps: torch.Tenso
         n_chosen = sum(len(encoded[i][0]) - encoded[i][0].prompt_len for mb in micro_batches for i in mb)
         stats = dict.fromkeys(("loss", "chosen_rewards", "rejected_rewards", "reward_accuracy", "nll"), 0.0)
         stats["tokens"] = 0
-        for mb in micro_batches:
+        for mb in local_micro_batches(micro_batches, group):
             out = _micro_step(model, encoded, ref, mb, pad, n_pairs, n_chosen, cfg)
             for key, value in out.items():
                 stats[key] += value
         return stats
 
-    return run_steps(model, steps, step_fn, cfg, desc="dpo", progress=progress, log=log)
+    return run_steps(model, steps, step_fn, cfg, desc="dpo", progress=progress, log=log, group=group)
 
 
 def _micro_step(model, encoded, ref, mb: Sequence[int], pad: int, n_pairs: int, n_chosen: int,
