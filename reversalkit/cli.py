@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", help="run directory (overrides out_dir)")
     st.add_argument("--fresh", action="store_true", help="delete an existing run in --out and start over")
     st.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    st.add_argument("--nproc", type=int, default=None,
+                    help="run the study as N processes on this machine (torchrun: one device per process; "
+                    "gloo on CPU, nccl on CUDA); on several machines launch `torchrun ... -m reversalkit "
+                    "study` yourself")
     st.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: independent replicates (M1 and every "
                     "round per seed) pooled in one report (the `seeds` key)")
 
@@ -116,11 +120,45 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(cfg.to_yaml(), end="")
         return 0
+    if args.nproc is not None:
+        return _launch(args)
     from reversalkit.study.loop import Study  # noqa: PLC0415
 
-    Study(cfg, fresh=args.fresh).run()
-    print(f"report: {Path(cfg.out_dir) / 'report' / 'report.md'}")
+    from reversalkit import dist  # noqa: PLC0415
+
+    try:
+        Study(cfg, fresh=args.fresh).run()
+    finally:
+        dist.close()
+    if dist.rank_from_env() == 0:
+        print(f"report: {Path(cfg.out_dir) / 'report' / 'report.md'}")
     return 0
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """Rerun this command (without --nproc) as args.nproc ranks under torch.distributed.run."""
+    import subprocess  # noqa: PLC0415
+
+    from reversalkit.dist import launched_by_torchrun  # noqa: PLC0415
+
+    if args.nproc < 1:
+        raise ValueError(f"--nproc {args.nproc}: give a number of processes >= 1")
+    if launched_by_torchrun():
+        raise ValueError("--nproc inside a torchrun job: drop --nproc (torchrun already started the ranks)")
+    argv, rest = list(args.argv), []
+    while argv:
+        item = argv.pop(0)
+        if item == "--nproc":
+            argv.pop(0)
+        elif not item.startswith("--nproc="):
+            rest.append(item)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+           "-m", "reversalkit", *rest]
+    rc = subprocess.call(cmd)
+    if rc != 0:
+        print(f"reversalkit study: the {args.nproc}-process job failed (exit {rc}); torchrun's summary above "
+              "names the rank, the study log the step; rerun the same command to resume", file=sys.stderr)
+    return 1 if rc != 0 else 0
 
 
 def _kv(items: list[str]) -> dict[str, Any]:
@@ -246,6 +284,7 @@ COMMANDS = {"study": cmd_study, "sample": cmd_sample, "eval": cmd_eval, "report"
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.quiet:  # this process is the CLI's: its libraries' bars go too
         import transformers  # noqa: PLC0415
 
