@@ -15,7 +15,8 @@ def test_nproc_relaunches_the_command_under_torchrun(monkeypatch, tmp_path):
     calls = []
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
-    argv = ["-q", "study", "--preset", "tiny", "--nproc", "2", "--set", "iterations=2", "--out", str(tmp_path)]
+    argv = ["-q", "study", "--preset", "tiny", "--nproc", "2", "--set", "iterations=2",
+            "--out", str(tmp_path)]
     assert cli.main(argv) == 0
     (cmd,) = calls
     assert cmd[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]

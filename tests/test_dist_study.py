@@ -3,8 +3,9 @@
 Sampled and evaluated texts are identical (a sample's random stream depends on its prompt, index
 and seed only, and each rank's engine runs its own shard); training losses agree within the golden
 trajectories' tolerance; every metric agrees to printed precision. A second test kills rank 1 in
-the middle of a round, relaunches with 2 ranks and finishes with the same table, then resumes the
-finished run from a single process (nothing left to do).
+the middle of a round, resumes from a single process (killed in turn in the next round), finishes
+with 2 ranks and gets the same table; the finished run then resumes from a single process with
+nothing left to do.
 """
 
 from __future__ import annotations
@@ -106,9 +107,18 @@ def test_a_killed_rank_ends_the_job_and_a_relaunch_finishes_it(single_run, tmp_p
     assert "m1/sample" in steps and "m1-s/train" not in steps
     assert not list(run.rglob("*.tmp")) and not (run / "results.json").exists()
     log = (run / "study.log").read_text()
-    assert "step m1-s/train failed" in log  # rank 0 names the step it was in when rank 1 vanished
+    # rank 0 names the step it was in when rank 1 vanished: from gloo's error or torchrun's SIGTERM,
+    # whichever came first
+    assert "rank 0 of 2: step m1-s/train failed" in log or "SIGTERM) in step m1-s/train" in log
+    # a single process resumes it (another world size) and is killed in turn, in the DPO round
+    proc = torchrun(1, "study", str(run), env={"KILL_RANK": "0", "KILL_AT": "m1-d/train"}, timeout=540)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-4000:]
+    steps = json.loads((run / "manifest.json").read_text())["steps"]
+    assert "m1-s/eval" in steps and "world" not in steps["m1-s/train"] and "m1-d/train" not in steps
+    # 2 ranks finish it
     proc = torchrun(2, "study", str(run), timeout=540)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert json.loads((run / "manifest.json").read_text())["steps"]["m1-d/train"]["world"] == 2
     _same_as_single(one, run, one_results)
     # a finished run resumes from a single process with nothing left to do
     events = []

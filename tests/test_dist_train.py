@@ -32,9 +32,11 @@ HERE = Path(__file__).parent
 
 def torchrun(nproc: int, *args: str, env: dict[str, str] | None = None, timeout: float = 240
              ) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc-per-node nproc dist_worker.py *args`, captured."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           str(HERE / "dist_worker.py"), *args]
+    """`torchrun --standalone --nproc-per-node nproc dist_worker.py *args`, captured; nproc 1 runs
+    the worker as a plain process, without torchrun."""
+    launch = [sys.executable] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    cmd = [*launch, str(HERE / "dist_worker.py"), *args]
     full = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {}),
             "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run(cmd, env=full, capture_output=True, text=True, timeout=timeout)

@@ -60,10 +60,6 @@ class RankStopped(RuntimeError):
     """The launcher stopped this rank (SIGTERM): under torchrun, because another rank ended."""
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise RankStopped("stopped by the launcher (SIGTERM); under torchrun another rank ended first")
-
-
 class Study:
     """One study run. `on_event(kind, name)` is called with kind 'step_start', 'artifact' (a file
     or directory just landed) and 'step_done'; `task` / `ood_tasks` accept task objects that
@@ -81,6 +77,7 @@ class Study:
         self._times: dict[str, list[float]] = {}  # seconds of each step kind in this invocation
         self.ws: Workspace | None = None
         self.group = dist.SINGLE
+        self._running: str | None = None  # the step in progress (named when the launcher stops a rank)
 
     # ---- driver --------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -97,10 +94,10 @@ class Study:
                                    ignore_keys=NON_RESULT_KEYS)
         store.on_write = lambda rel: self.on_event("artifact", rel)
         handler = opening.file_handler(store) if group.is_main else logging.NullHandler()
-        # torchrun ends the other ranks with SIGTERM when one dies: raised in the running step, it
-        # gets logged with the step's name
+        # torchrun ends the other ranks with SIGTERM when one dies: the handler logs the running step
         in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _on_sigterm) if group.distributed and in_main else None
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if group.distributed and in_main else None
+        failed = False
         self.store = store
         threads, started = torch.get_num_threads(), time.perf_counter()
         if cfg.num_threads is not None:
@@ -127,8 +124,11 @@ class Study:
             if self.print_summary:
                 print(terminal_summary(results))
             return group.broadcast(results)
+        except BaseException:
+            failed = True  # the handler stays: the launcher may still signal this ending rank
+            raise
         finally:
-            if previous is not None:
+            if previous is not None and not failed:
                 signal.signal(signal.SIGTERM, previous)
             torch.set_num_threads(threads)
             logging.getLogger("reversalkit").removeHandler(handler)
@@ -185,6 +185,12 @@ class Study:
                 steps += [f"{node.name}/train", f"{node.name}/eval"]
         return list(dict.fromkeys(steps))
 
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        g = self.group
+        log.error("rank %d of %d: stopped by the launcher (SIGTERM) in step %s; another rank ended first. "
+                  "Relaunch the same command to resume at this step", g.rank, g.world, self._running or "-")
+        raise RankStopped(f"rank {g.rank} stopped by the launcher in step {self._running}")
+
     def _step(self, name: str, fn: Callable[[], dict[str, Any] | None]) -> None:
         assert self.store is not None
         group = self.group
@@ -193,6 +199,7 @@ class Study:
         self.on_event("step_start", name)
         t0, c0, comm0 = time.perf_counter(), time.process_time(), group.comm_seconds
         where = f"rank {group.rank} of {group.world}: " if group.distributed else ""
+        self._running = name
         try:
             info = fn() or {}
             group.barrier()  # every rank finished its part before rank 0 marks the step done
