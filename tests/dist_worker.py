@@ -34,11 +34,13 @@ def run_train(out: Path) -> None:
     sft = train_sft(model, tok, sft_examples(16), SFT_CFG, progress=False, group=group)
     pairs = dpo_pairs(16)
     ref = reference_logprobs(model, tok, pairs, DPO_CFG)
+    ref_shared = reference_logprobs(model, tok, pairs, DPO_CFG, group=group)  # batches split over ranks
     dpo = train_dpo(model, tok, pairs, ref, DPO_CFG, progress=False, group=group)
     weights = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     same = group.all_gather(weights.tolist())
     if group.is_main:
         record = {"sft": sft.to_dict(), "dpo": dpo.to_dict(), "weights": weights.tolist(),
+                  "ref_shared_equal": bool(torch.equal(ref, ref_shared)),
                   "replicas_equal": all(w == same[0] for w in same)}
         (out / "train.json").write_text(json.dumps(record))
     dist.close()

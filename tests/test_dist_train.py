@@ -1,5 +1,6 @@
 """Training shared over 2 gloo ranks equals one process: same losses per step within the golden
-trajectories' tolerance, replicas equal, and ranks starting from different weights take rank 0's.
+trajectories' tolerance, replicas equal, and ranks starting from different weights take rank 0's;
+the reference pass with its batches split over the ranks equals one process's bit for bit.
 
 The ranks run under torchrun (`dist_worker.py train`); each takes its slice of every micro-batch.
 """
@@ -67,7 +68,7 @@ def test_two_ranks_train_like_one_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     two = json.loads((tmp_path / "train.json").read_text())
     one = _single()
-    assert two["replicas_equal"]
+    assert two["replicas_equal"] and two["ref_shared_equal"]
     for kind in ("sft", "dpo"):
         a, b = one[kind], two[kind]
         assert len(a["losses"]) == len(b["losses"]) > 0

@@ -13,8 +13,8 @@ lineage, which is why a resumed run reproduces an uninterrupted one.
 Under torchrun every rank runs this loop (`reversalkit.dist`): rank 0 opens the run store and
 decides which steps are done, the others follow it with a read-only view (`RunStore.follower`).
 Sampling and evaluation shard the problems over the ranks and gather the records on rank 0, which
-writes them and computes the metrics; training shares every step over the ranks and rank 0 saves
-the checkpoint. A step is marked done only after every rank finished it, and rank 0 writes every
+writes them and computes the metrics; training shares every step over the ranks (the DPO
+reference pass its batches) and rank 0 saves the checkpoint. A step is marked done only after every rank finished it, and rank 0 writes every
 artifact atomically, so a job that loses a rank leaves no partial result and a relaunch, with any
 number of ranks, resumes at that step.
 """
@@ -286,8 +286,6 @@ class Study:
 
     def _reference(self, node: Node) -> dict[str, Any]:
         ws, cfg = self.ws, self.cfg
-        if not self.group.is_main:  # one no-grad pass over D_t, on rank 0
-            return {}
         samples = self.store.read_jsonl(f"{node_dir(node.parent)}/train_samples.jsonl.gz")
         pairs, stats = self._round_data(node, samples)
         ref_node = node.parent if cfg.reference == "previous" else ROOT
@@ -296,7 +294,8 @@ class Study:
         if cfg.reference_from_samples and ref_node == node.parent:  # the reference drew D_t
             prompts = {pid: ws.task.format_prompt(ws.train_by_id[pid]) for pid in {r["id"] for r in samples}}
             sampled = stages.sampled_reference(pairs, samples, prompts)
-        ref, reused = stages.dpo_reference(pairs, tcfg, lambda: ws.model_at(ref_node), sampled=sampled)
+        ref, reused = stages.dpo_reference(pairs, tcfg, lambda: ws.model_at(ref_node), sampled=sampled,
+                                           group=self.group)
         data = safetensors.torch.save(_ref_tensors(ref))
         self.store.write_bytes(f"{node_dir(node.name)}/ref_logps.safetensors", data)
         log.info("%s: reference log-probs of %d pairs, %d from the sampler's", node.name, len(pairs), reused)

@@ -114,10 +114,11 @@ def round_train_config(cfg: StudyConfig, kind: str, node: str) -> TrainConfig:
     return base.replace(seed=derive_seed(cfg.seed, "train", node))
 
 
-def compute_reference(model, tok, pairs: list[Any], tcfg: TrainConfig) -> torch.Tensor:
-    """(P, 2) summed log-probs of (chosen, rejected) under the current weights of `model`."""
+def compute_reference(model, tok, pairs: list[Any], tcfg: TrainConfig, group: Group = SINGLE) -> torch.Tensor:
+    """(P, 2) summed log-probs of (chosen, rejected) under the current weights of `model` (the
+    ranks of `group` share the batches; every rank gets the whole tensor)."""
     with torch.no_grad():
-        return reference_logprobs(model, tok, pairs, tcfg).detach().float().cpu()
+        return reference_logprobs(model, tok, pairs, tcfg, group=group).detach().float().cpu()
 
 
 def sampled_logprobs_exact(cfg: StudyConfig, device: str) -> bool:
@@ -153,7 +154,7 @@ def sampled_reference(pairs: Sequence[Any], samples: Sequence[dict[str, Any]],
 
 
 def dpo_reference(pairs: list[Any], tcfg: TrainConfig, load_model: Callable[[], tuple[Any, Any]], *,
-                  sampled: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+                  sampled: torch.Tensor | None = None, group: Group = SINGLE) -> tuple[torch.Tensor, int]:
     """(P, 2) reference log-probs of D_t and how many pairs came from `sampled`.
 
     sampled: `sampled_reference` of the model that drew D_t when it is the reference (None
@@ -166,7 +167,7 @@ def dpo_reference(pairs: list[Any], tcfg: TrainConfig, load_model: Callable[[], 
     todo = torch.isnan(ref).any(1).nonzero().flatten().tolist()
     if todo:
         model, tok = load_model()
-        ref[todo] = compute_reference(model, tok, [pairs[i] for i in todo], tcfg)
+        ref[todo] = compute_reference(model, tok, [pairs[i] for i in todo], tcfg, group)
     return ref, len(pairs) - len(todo)
 
 

@@ -23,7 +23,7 @@ from reversalkit.train.config import TrainConfig, TrainResult
 from reversalkit.train.cpu_ops import fused_cpu_ops
 from reversalkit.train.data import DPOPair, Encoded, collate, encode_dpo, pad_id, plan_run
 from reversalkit.train.optim import autocast
-from reversalkit.train.parallel import local_micro_batches
+from reversalkit.train.parallel import distributed, local_micro_batches
 from reversalkit.train.step import (
     LogFn,
     decoder_hidden,
@@ -77,12 +77,15 @@ def _pair_hidden(model, encoded, idx: Sequence[int], pad: int, device, cfg: Trai
 
 
 @torch.no_grad()  # a fixed target: never part of the policy's graph
-def reference_logprobs(model, tokenizer, pairs: Sequence[DPOPair], cfg: TrainConfig) -> torch.Tensor:
+def reference_logprobs(model, tokenizer, pairs: Sequence[DPOPair], cfg: TrainConfig, *,
+                       group: Any = None) -> torch.Tensor:
     """Summed completion log-probs (P, 2) float32 on CPU: column 0 chosen, column 1 rejected.
 
     Runs in eval mode under the same autocast as training, with pairs grouped by length
     (cfg.batch_size pairs per forward) and the same prompt sharing, so that at step 0 the policy
-    reproduces these values.
+    reproduces these values. With a `group` of several ranks, each runs its share of the same
+    batches and the rows are summed over the ranks (each row is set on one rank, zero on the
+    others), so the result equals one process's bit for bit.
     """
     from reversalkit.kernels import sequence_logprobs  # lazy: the kernels import triton
 
@@ -95,14 +98,16 @@ def reference_logprobs(model, tokenizer, pairs: Sequence[DPOPair], cfg: TrainCon
     was_training = model.training
     model.eval()
     with fused_cpu_ops(model):  # the ops training runs, so that step 0 reproduces these values
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start: start + cfg.batch_size]
+        batches = [order[start: start + cfg.batch_size] for start in range(0, len(order), cfg.batch_size)]
+        for idx in batches[group.shard(len(batches))] if distributed(group) else batches:
             with autocast(cfg, device):
                 hidden, ids, mask = _pair_hidden(model, encoded, idx, pad, device, cfg)
                 sums, _ = sequence_logprobs(hidden, lm_head_weight(model), ids, mask,
                                             chunk_size=cfg.logprob_chunk_size)  # (2B,)
             out[idx] = sums.float().cpu().view(2, len(idx)).T
     model.train(was_training)
+    if distributed(group):
+        group.all_reduce_sum(out)
     return out
 
 
