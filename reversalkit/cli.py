@@ -290,8 +290,10 @@ def main(argv: list[str] | None = None) -> int:
 
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    rank = int(os.environ.get("RANK", "0") or 0)  # under torchrun, rank 0 speaks for the job
+    logging.basicConfig(level=logging.WARNING if args.quiet or rank != 0 else logging.INFO,
+                        format="%(asctime)s " + (f"rank {rank}: " if rank else "") + "%(message)s",
+                        datefmt="%H:%M:%S")
     from reversalkit.study.store import RunLockedError  # noqa: PLC0415
 
     try:
