@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--fresh", action="store_true", help="delete an existing run in --out and start over")
     st.add_argument("--dry-run", action="store_true",
                     help="resolve the config, task and model, print the config and the plan, and exit")
+    st.add_argument("--nproc", type=int, default=None,
+                    help="run the study as N processes on this machine (torchrun: one device per process; "
+                    "gloo on CPU, nccl on CUDA); on several machines launch `torchrun ... -m reversalkit "
+                    "study` yourself")
     st.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: independent replicates (M1 and every "
                     "round per seed) pooled in one report (the `seeds` key)")
 
@@ -123,10 +127,43 @@ def cmd_study(args: argparse.Namespace) -> int:
               f"{len(study.planned_steps())} steps x {runs} seed run(s) planned in {cfg.out_dir}",
               file=sys.stderr)
         return 0
+    if args.nproc is not None:
+        return _launch(args)
+    from reversalkit import dist  # noqa: PLC0415
 
-    Study(cfg, fresh=args.fresh).run()
-    print(f"report: {Path(cfg.out_dir) / 'report' / 'report.md'}")
+    try:
+        Study(cfg, fresh=args.fresh).run()
+    finally:
+        dist.close()
+    if dist.rank_from_env() == 0:
+        print(f"report: {Path(cfg.out_dir) / 'report' / 'report.md'}")
     return 0
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """Rerun this command (without --nproc) as args.nproc ranks under torch.distributed.run."""
+    import subprocess  # noqa: PLC0415
+
+    from reversalkit.dist import launched_by_torchrun  # noqa: PLC0415
+
+    if args.nproc < 1:
+        raise ValueError(f"--nproc {args.nproc}: give a number of processes >= 1")
+    if launched_by_torchrun():
+        raise ValueError("--nproc inside a torchrun job: drop --nproc (torchrun already started the ranks)")
+    argv, rest = list(args.argv), []
+    while argv:
+        item = argv.pop(0)
+        if item == "--nproc":
+            argv.pop(0)
+        elif not item.startswith("--nproc="):
+            rest.append(item)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+           "-m", "reversalkit", *rest]
+    rc = subprocess.call(cmd)
+    if rc != 0:
+        print(f"reversalkit study: the {args.nproc}-process job failed (exit {rc}); torchrun's summary above "
+              "names the rank, the study log the step; rerun the same command to resume", file=sys.stderr)
+    return 1 if rc != 0 else 0
 
 
 def _kv(items: list[str]) -> dict[str, Any]:
@@ -260,13 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     keep_freed_memory()
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.quiet:  # this process is the CLI's: its libraries' bars go too
         import transformers  # noqa: PLC0415
 
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    rank = int(os.environ.get("RANK", "0") or 0)  # under torchrun, rank 0 speaks for the job
+    logging.basicConfig(level=logging.WARNING if args.quiet or rank != 0 else logging.INFO,
+                        format="%(asctime)s " + (f"rank {rank}: " if rank else "") + "%(message)s",
+                        datefmt="%H:%M:%S")
     from reversalkit.study.store import RunLockedError  # noqa: PLC0415
 
     try:

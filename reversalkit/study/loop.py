@@ -10,23 +10,28 @@ A step is skipped when the manifest lists it, so rerunning the same command resu
 last finished step. Every number depends only on stored artifacts and seeds derived from the
 lineage, which is why a resumed run reproduces an uninterrupted one.
 
-Scale-out: sampling and evaluation are functions over problem lists (`stages`), and all writes
-go through one `RunStore`, so a torchrun version shards problems across ranks and lets rank 0 write.
-"""
+Under torchrun every rank runs this loop (`reversalkit.dist`): rank 0 opens the run store and
+decides which steps are done, the others follow it with a read-only view (`RunStore.follower`).
+Sampling and evaluation shard the problems over the ranks and gather the records on rank 0, which
+writes them and computes the metrics; training shares every step over the ranks (the DPO reference
+pass its batches) and rank 0 saves the checkpoint. A step is marked done only after every rank
+finished it, and rank 0 writes every artifact atomically, so a job that loses a rank leaves no
+partial result and a relaunch, with any number of ranks, resumes at that step. """
 
 from __future__ import annotations
 
-import json
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import safetensors.torch
 import torch
 
-from reversalkit.study import stages
+from reversalkit import dist
+from reversalkit.study import opening, stages
 from reversalkit.study.config import NON_RESULT_KEYS, StudyConfig, upgrade_config
 from reversalkit.study.plan import ROOT, Node, method_nodes, node_dir, sampled_by
 from reversalkit.study.pooled_report import pooled_summary
@@ -50,6 +55,10 @@ class StudyInterrupted(KeyboardInterrupt):
         self.step, self.run_dir = step, run_dir
 
 
+class RankStopped(RuntimeError):
+    """The launcher stopped this rank (SIGTERM): under torchrun, because another rank ended."""
+
+
 class Study:
     """One study run. `on_event(kind, name)` is called with kind 'step_start', 'artifact' (a file
     or directory just landed) and 'step_done'; `task` / `ood_tasks` accept task objects that
@@ -66,6 +75,8 @@ class Study:
         self.store: RunStore | None = None
         self._times: dict[str, list[float]] = {}  # seconds of each step kind in this invocation
         self.ws: Workspace | None = None
+        self.group = dist.SINGLE
+        self._running: str | None = None  # the step in progress (named when the launcher stops a rank)
 
     # ---- driver --------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -75,33 +86,47 @@ class Study:
             return self._run_seeds()
         task = self._resolve_task()  # a bad task or model fails here, before the run directory exists
         cfg = self.cfg
-        if not _m1_done(cfg.out_dir):
-            _check_model_source(cfg)
-        store = RunStore.open(cfg.out_dir, cfg.to_dict(), fresh=self.fresh,
-                              ignore_keys=NON_RESULT_KEYS, upgrade=upgrade_config)
+        if not opening.m1_done(cfg.out_dir):
+            opening.check_model_source(cfg)
+        self.group = group = dist.process_group(stages.resolve_device(cfg.device))
+        store = opening.open_store(group, cfg.out_dir, cfg.to_dict(), fresh=self.fresh,
+                                   ignore_keys=NON_RESULT_KEYS, upgrade=upgrade_config)
         store.on_write = lambda rel: self.on_event("artifact", rel)
-        handler = _file_handler(store)
+        handler = opening.file_handler(store) if group.is_main else logging.NullHandler()
+        # torchrun ends the other ranks with SIGTERM when one dies: the handler logs the running step
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if group.distributed and in_main else None
+        failed = False
         self.store = store
         threads, started = torch.get_num_threads(), time.perf_counter()
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
         try:
-            log.info("study in %s (%d steps already done)", store.root, len(store.steps()))
-            self.ws = Workspace(cfg, store, task=task, ood_tasks=self.ood_override)
-            _check_task_identity(store, {"task": task_spec(task), "problems": self.ws.problem_digest()})
+            log.info("study in %s (%d steps already done, %d process(es))", store.root, len(store.steps()),
+                     group.world)
+            self.ws = Workspace(cfg, store, task=task, ood_tasks=self.ood_override, group=group)
+            identity = {"task": task_spec(task), "problems": self.ws.problem_digest()}
+            opening.check_task_identity(store, identity)
             self._step("m1/train", self._train_m1)
             self._step("m1/eval", lambda: self._evaluate(ROOT))
             for method in sorted(cfg.methods, key=lambda m: m == "gold"):  # gold reuses SFT's samples
                 chain = method_nodes(cfg.round_kinds(method))
                 for parent, node in zip(chain, chain[1:]):
                     self._round(node, parent)
+            if not group.is_main:
+                return group.broadcast(None)
             results, _ = publish_run(store, cfg)
             log.info("report: %s (this invocation took %.0f s)", store.path("report/report.md"),
                      time.perf_counter() - started)
             if self.print_summary:
                 print(terminal_summary(results))
-            return results
+            return group.broadcast(results)
+        except BaseException:
+            failed = True  # the handler stays: the launcher may still signal this ending rank
+            raise
         finally:
+            if previous is not None and not failed:
+                signal.signal(signal.SIGTERM, previous)
             torch.set_num_threads(threads)
             logging.getLogger("reversalkit").removeHandler(handler)
             handler.close()
@@ -114,8 +139,9 @@ class Study:
 
         cfg = self.cfg
         # seeds can be added to a finished set: each seed's run checks its own config
-        parent = RunStore.open(cfg.out_dir, cfg.to_dict(), fresh=self.fresh,
-                               ignore_keys=(*NON_RESULT_KEYS, "seeds", "seed"), upgrade=upgrade_config)
+        group = dist.process_group(stages.resolve_device(cfg.device))
+        parent = opening.open_store(group, cfg.out_dir, cfg.to_dict(), fresh=self.fresh,
+                                     ignore_keys=(*NON_RESULT_KEYS, "seeds", "seed"), upgrade=upgrade_config)
         try:
             runs = []
             for i, seed in enumerate(cfg.seeds):
@@ -124,10 +150,12 @@ class Study:
                 Study(sub, fresh=self.fresh, on_event=self.on_event, task=self.task_override,
                       ood_tasks=self.ood_override, print_summary=False).run()
                 runs.append((seed, RunStore.read_only(sub.out_dir)))
+            if not group.is_main:
+                return group.broadcast(None)
             results, _ = publish_pooled(parent, cfg, runs)
             if self.print_summary:
                 print(pooled_summary(results))
-            return results
+            return group.broadcast(results)
         finally:
             parent.close()
 
@@ -148,8 +176,8 @@ class Study:
             name = spec.split(":", 1)[0] if ":" in spec else None
             if name is not None and name not in self.ood_override:
                 get_task(name, **dict(self.cfg.ood_task_options.get(name, {})))
-        if not _m1_done(self.cfg.out_dir):
-            _check_model_source(self.cfg)
+        if not opening.m1_done(self.cfg.out_dir):
+            opening.check_model_source(self.cfg)
 
     def planned_steps(self) -> list[str]:
         """Every step of the run, in the order the loop takes them."""
@@ -163,21 +191,36 @@ class Study:
                 steps += [f"{node.name}/train", f"{node.name}/eval"]
         return list(dict.fromkeys(steps))
 
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        g = self.group
+        log.error("rank %d of %d: stopped by the launcher (SIGTERM) in step %s; another rank ended first. "
+                  "Relaunch the same command to resume at this step", g.rank, g.world, self._running or "-")
+        raise RankStopped(f"rank {g.rank} stopped by the launcher in step {self._running}")
+
     def _step(self, name: str, fn: Callable[[], dict[str, Any] | None]) -> None:
         assert self.store is not None
-        if self.store.is_done(name):
+        group = self.group
+        if group.broadcast(self.store.is_done(name)):  # rank 0's manifest decides
             return
         self.on_event("step_start", name)
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, comm0 = time.perf_counter(), time.process_time(), group.comm_seconds
+        where = f"rank {group.rank} of {group.world}: " if group.distributed else ""
+        self._running = name
         try:
             info = fn() or {}
+            group.barrier()  # every rank finished its part before rank 0 marks the step done
         except KeyboardInterrupt:
-            log.warning("interrupted in step %s; run the same command to resume", name)
+            log.warning("%sinterrupted in step %s; run the same command to resume", where, name)
             raise StudyInterrupted(name, str(self.store.root)) from None
-        except Exception:
-            log.exception("step %s failed; rerunning the same command resumes at this step", name)
+        except Exception as exc:
+            log.exception("%sstep %s failed; rerunning the same command resumes at this step", where, name)
+            if group.distributed:
+                raise RuntimeError(f"{where}step {name} failed ({type(exc).__name__}: {exc}); relaunch "
+                                   "the same command to resume at this step") from exc
             raise
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if group.distributed:  # rank 0's time in collectives, waiting for other ranks included
+            info = {**info, "world": group.world, "comm_seconds": round(group.comm_seconds - comm0, 3)}
         self.store.mark_done(name, seconds=round(seconds, 3), cpu_seconds=round(cpu, 3), **info)
         log.info("step %s done in %.1f s (%.1f s CPU); %s", name, seconds, cpu, self._eta(name, seconds))
         self.on_event("step_done", name)
@@ -203,6 +246,9 @@ class Study:
         self._step(f"{node.name}/train", lambda: self._train(node))
         self._step(f"{node.name}/eval", lambda: self._evaluate(node.name))
 
+    def _progress(self) -> bool:
+        return self.cfg.progress and self.group.is_main
+
     # ---- steps ---------------------------------------------------------------------------
     def _train_m1(self) -> dict[str, Any]:
         ws = self.ws
@@ -215,7 +261,8 @@ class Study:
             log.info("M1 from %s (not trained)", self.cfg.m1)
             return {"m1_source": str(self.cfg.m1)}
         model, tok = ws.base_model()
-        record = stages.train_m1(model, tok, ws.task, ws.train, self.cfg, progress=self.cfg.progress)
+        record = stages.train_m1(model, tok, ws.task, ws.train, self.cfg, progress=self._progress(),
+                                 group=self.group)
         ws.save_node(ROOT)
         self.store.write_json(f"{node_dir(ROOT)}/round.json", {"kind": None, "parent": None, "train": record})
         return {"train_steps": record.get("steps")}
@@ -224,8 +271,10 @@ class Study:
         ws, cfg, name = self.ws, self.cfg, node.name
         engine = ws.engine_for(name)
         problems = ws.sample_problems(node.iteration)
-        records = stages.sample_train(engine, ws.task, problems, cfg, name, progress=cfg.progress,
-                                      tokenizer=ws.tok)
+        records = stages.sample_train(engine, ws.task, problems, cfg, name, progress=self._progress(),
+                                      tokenizer=ws.tok, group=self.group)
+        if records is None:  # a rank other than 0: its shard went to rank 0
+            return {}
         self.store.write_jsonl(f"{node_dir(name)}/train_samples.jsonl.gz", records)
         from reversalkit.study.evaluate import coverage_summary  # noqa: PLC0415
 
@@ -251,7 +300,8 @@ class Study:
         if cfg.reference_from_samples and ref_node == node.parent:  # the reference drew D_t
             prompts = {pid: ws.task.format_prompt(ws.train_by_id[pid]) for pid in {r["id"] for r in samples}}
             sampled = stages.sampled_reference(pairs, samples, prompts)
-        ref, reused = stages.dpo_reference(pairs, tcfg, lambda: ws.model_at(ref_node), sampled=sampled)
+        ref, reused = stages.dpo_reference(pairs, tcfg, lambda: ws.model_at(ref_node), sampled=sampled,
+                                           group=self.group)
         data = safetensors.torch.save(_ref_tensors(ref))
         self.store.write_bytes(f"{node_dir(node.name)}/ref_logps.safetensors", data)
         log.info("%s: reference log-probs of %d pairs, %d from the sampler's", node.name, len(pairs), reused)
@@ -272,7 +322,8 @@ class Study:
         tcfg = stages.round_train_config(cfg, node.kind, node.name)
         log.info("%s: %s round on %s from %s", node.name, node.kind, stats, start)
         ws.mark_training()
-        record = stages.train_round(model, tok, node.kind, data, tcfg, ref, progress=cfg.progress)
+        record = stages.train_round(model, tok, node.kind, data, tcfg, ref, progress=self._progress(),
+                                    group=self.group)
         if record.get("chosen_rewards"):
             log.info("%s: DPO chosen reward %s, rejected %s, reward accuracy %s (first -> last quarter "
                      "of the round's steps)", node.name, *(_quarters(record[k]) for k in
@@ -288,7 +339,11 @@ class Study:
         ws, cfg, store = self.ws, self.cfg, self.store
         engine = ws.engine_for(name)
         splits, transitions = {}, {}
-        results = stages.evaluate_sets(engine, ws.eval_sets, cfg, sbert=ws.sbert(), progress=cfg.progress)
+        sbert = ws.sbert() if self.group.is_main else None  # metrics run on rank 0
+        results = stages.evaluate_sets(engine, ws.eval_sets, cfg, sbert=sbert, progress=self._progress(),
+                                       group=self.group)
+        if not self.group.is_main:  # its shards went to rank 0
+            return {}
         for split, (metrics, greedy, samples) in results.items():
             base = f"{node_dir(name)}/eval/{split}"
             store.write_jsonl(f"{base}.greedy.jsonl.gz", greedy)
@@ -306,50 +361,17 @@ class Study:
         return {"pass1": p1.get(ID_SPLIT)}
 
 
+
+
 def _step_kind(step: str) -> str:
     """'m1/train' and 'm1/eval' as themselves, other steps by their stage ('sample', 'train', ...)."""
     return step if step.startswith(f"{ROOT}/") else step.rsplit("/", 1)[-1]
 
 
-def _m1_done(out_dir: str) -> bool:
-    path = Path(out_dir) / "manifest.json"
-    try:
-        return "m1/train" in json.loads(path.read_text()).get("steps", {})
-    except (OSError, ValueError):
-        return False
 
 
-def _check_model_source(cfg: StudyConfig) -> None:
-    """Fail before any work when M0 (or the given M1) cannot be loaded: a missing local directory,
-    or a hub id the hub cannot serve (loading its tokenizer is cheap and raises the hint)."""
-    spec = cfg.m1 if cfg.m1 is not None else (None if cfg.model == "tiny" else cfg.model)
-    if spec is None:
-        return
-    key = "m1" if cfg.m1 is not None else "model"
-    path = Path(spec).expanduser()
-    looks_local = spec.startswith(("/", ".", "~")) or spec.count("/") > 1  # hub ids are 'org/name'
-    if not path.exists() and looks_local:
-        raise FileNotFoundError(f"{key}: {spec} does not exist; give a local checkpoint directory "
-                                "(config.json + *.safetensors + tokenizer files) or a hub id")
-    if path.exists() and not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{key}: {spec} holds no config.json; is it a model directory?")
-    from reversalkit import models  # noqa: PLC0415
-
-    models.load_tokenizer(spec)
 
 
-def _check_task_identity(store: RunStore, identity: dict[str, str]) -> None:
-    """Record the task and a digest of its problems on a run's first start; refuse a resume whose
-    task or problems differ (a task object can change without changing the config)."""
-    old = store.meta("task_identity")
-    if old is None:
-        store.set_meta("task_identity", identity)
-        return
-    changed = [f"{k}: {old.get(k)} -> {v}" for k, v in identity.items() if old.get(k) != v]
-    if changed:
-        raise ValueError(f"{store.root} holds a run of another task or other problems:\n  "
-                         + "\n  ".join(changed) + "\nRerun with the original task to resume it, pass "
-                         "--fresh (fresh=True) to start over, or choose another --out directory.")
 
 
 def _quarters(values: list[float]) -> str:
@@ -361,12 +383,3 @@ def _quarters(values: list[float]) -> str:
 def _ref_tensors(ref: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"ref_logps": ref.contiguous()}
 
-
-def _file_handler(store: RunStore) -> logging.Handler:
-    handler = logging.FileHandler(store.path("study.log"))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("reversalkit")
-    root.addHandler(handler)
-    if root.level == logging.NOTSET or root.level > logging.INFO:
-        root.setLevel(logging.INFO)
-    return handler

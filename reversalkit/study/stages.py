@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from reversalkit.device import resolve_device
+from reversalkit.dist import SINGLE, Group
 from reversalkit.study import evaluate, rollout
 from reversalkit.study.config import StudyConfig
 from reversalkit.study.data import build_pairs, select_sft
@@ -47,14 +48,15 @@ def build_base_model(cfg: StudyConfig, task: Any, texts: list[str], device: str)
 
 
 def train_m1(model, tok, task: Any, train: Sequence[Any], cfg: StudyConfig, *,
-             progress: bool) -> dict[str, Any]:
-    """SFT of M0 on the gold train solutions, in place; returns the training record."""
+             progress: bool, group: Group = SINGLE) -> dict[str, Any]:
+    """SFT of M0 on the gold train solutions, in place; returns the training record. The ranks
+    of `group` share every step (`reversalkit.train.parallel`)."""
     examples = [SFTExample(task.format_prompt(p), sol) for p in train
                 for sol in gold_completions(p, cfg.m1_all_solutions)]
     tcfg = cfg.m1_train.replace(seed=derive_seed(cfg.seed, "train", "m1"))
     log.info("M1: SFT on %d gold solutions of %d problems", len(examples), len(train))
     torch.manual_seed(tcfg.seed)
-    result = train_sft(model, tok, examples, tcfg, progress=progress)
+    result = train_sft(model, tok, examples, tcfg, progress=progress, group=group)
     return {"examples": len(examples), **_train_record(result)}
 
 
@@ -105,10 +107,11 @@ def round_train_config(cfg: StudyConfig, kind: str, node: str) -> TrainConfig:
     return base.replace(seed=derive_seed(cfg.seed, "train", node))
 
 
-def compute_reference(model, tok, pairs: list[Any], tcfg: TrainConfig) -> torch.Tensor:
-    """(P, 2) summed log-probs of (chosen, rejected) under the current weights of `model`."""
+def compute_reference(model, tok, pairs: list[Any], tcfg: TrainConfig, group: Group = SINGLE) -> torch.Tensor:
+    """(P, 2) summed log-probs of (chosen, rejected) under the current weights of `model` (the
+    ranks of `group` share the batches; every rank gets the whole tensor)."""
     with torch.no_grad():
-        return reference_logprobs(model, tok, pairs, tcfg).detach().float().cpu()
+        return reference_logprobs(model, tok, pairs, tcfg, group=group).detach().float().cpu()
 
 
 def sampled_logprobs_exact(cfg: StudyConfig, device: str) -> bool:
@@ -144,7 +147,7 @@ def sampled_reference(pairs: Sequence[Any], samples: Sequence[dict[str, Any]],
 
 
 def dpo_reference(pairs: list[Any], tcfg: TrainConfig, load_model: Callable[[], tuple[Any, Any]], *,
-                  sampled: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+                  sampled: torch.Tensor | None = None, group: Group = SINGLE) -> tuple[torch.Tensor, int]:
     """(P, 2) reference log-probs of D_t and how many pairs came from `sampled`.
 
     sampled: `sampled_reference` of the model that drew D_t when it is the reference (None
@@ -157,30 +160,56 @@ def dpo_reference(pairs: list[Any], tcfg: TrainConfig, load_model: Callable[[], 
     todo = torch.isnan(ref).any(1).nonzero().flatten().tolist()
     if todo:
         model, tok = load_model()
-        ref[todo] = compute_reference(model, tok, [pairs[i] for i in todo], tcfg)
+        ref[todo] = compute_reference(model, tok, [pairs[i] for i in todo], tcfg, group)
     return ref, len(pairs) - len(todo)
 
 
 def train_round(model, tok, kind: str, data: list[Any], tcfg: TrainConfig, ref: torch.Tensor | None,
-                *, progress: bool) -> dict[str, Any]:
-    """One round of SFT or DPO on D_t, in place; an empty D_t leaves the model unchanged."""
+                *, progress: bool, group: Group = SINGLE) -> dict[str, Any]:
+    """One round of SFT or DPO on D_t, in place; an empty D_t leaves the model unchanged. The
+    ranks of `group` share every step."""
     if not data:
         log.warning("round has no training data (no %s); the iterate equals its parent",
                     "correct samples" if kind == "sft" else "correct/incorrect pairs")
         return {"steps": 0, "losses": [], "loss_first": None, "loss_last": None}
     torch.manual_seed(tcfg.seed)
     if kind in ("sft", "gold"):
-        result = train_sft(model, tok, data, tcfg, progress=progress)
+        result = train_sft(model, tok, data, tcfg, progress=progress, group=group)
     else:
-        result = train_dpo(model, tok, data, ref, tcfg, progress=progress)
+        result = train_dpo(model, tok, data, ref, tcfg, progress=progress, group=group)
     return _train_record(result)
 
 
 def evaluate_sets(engine, sets: dict[str, tuple[Any, Sequence[Any]]], cfg: StudyConfig, *, sbert: Any,
-                  progress: bool) -> dict[str, tuple[dict[str, Any], list[dict], list[dict]]]:
-    """`evaluate_set` of every test set (split -> (task, problems)), the greedy passes of sets whose
-    tasks share their stop strings run as one engine call (greedy draws no random numbers, so
-    they do not depend on the grouping)."""
+                  progress: bool, group: Group = SINGLE
+                  ) -> dict[str, tuple[dict[str, Any], list[dict], list[dict]]]:
+    """split -> (metrics, greedy, samples) of every test set (split -> (task, problems)).
+
+    Each rank of `group` draws and rewards its shard of every set (`draw_sets`); rank 0 gathers the
+    records in problem order and computes the metrics; other ranks return {}.
+    """
+    local = {split: (task, list(problems)[group.shard(len(problems))])
+             for split, (task, problems) in sets.items()}
+    parts = group.gather(draw_sets(engine, local, cfg, progress=progress))
+    if parts is None:
+        return {}
+    out = {}
+    for split, (task, problems) in sets.items():
+        greedy = [r for part in parts for r in part[split][0]]
+        samples = [r for part in parts for r in part[split][1]]
+        out[split] = (score_set(task, problems, greedy, samples, cfg, split, sbert=sbert), greedy, samples)
+    return out
+
+
+def draw_sets(engine, sets: dict[str, tuple[Any, Sequence[Any]]], cfg: StudyConfig, *,
+              progress: bool) -> dict[str, tuple[list[dict], list[dict]]]:
+    """split -> (greedy, samples): rewarded records of every test set. The greedy passes of sets
+    whose tasks share their stop strings run as one engine call (greedy draws no random numbers,
+    so they do not depend on the grouping).
+
+    Evaluation samples use one seed per test set, the same for every iterate, so differences
+    between iterates are not sampling noise of different random streams.
+    """
     by_stop: dict[tuple[str, ...], list[str]] = {}
     for split, (task, _) in sets.items():
         by_stop.setdefault(rollout.stop_strings(task), []).append(split)
@@ -190,38 +219,32 @@ def evaluate_sets(engine, sets: dict[str, tuple[Any, Sequence[Any]]], cfg: Study
                                      max_new_tokens=cfg.max_new_tokens, seed=derive_seed(cfg.seed, "greedy"),
                                      progress=progress, desc=f"greedy {', '.join(splits)}")
         greedy.update(zip(splits, outs))
-    return {split: evaluate_set(engine, task, problems, cfg, split, greedy=greedy[split], sbert=sbert,
-                                progress=progress)
-            for split, (task, problems) in sets.items()}
+    out = {}
+    for split, (task, problems) in sets.items():
+        rollout.reward(task, problems, greedy[split])
+        samples: list[dict[str, Any]] = []
+        n = cfg.samples_for(split)
+        if n > 0:
+            samples = rollout.generate(engine, task, problems, n=n,
+                                       temperature=cfg.eval_temperature or cfg.temperature, top_p=cfg.top_p,
+                                       max_new_tokens=cfg.max_new_tokens,
+                                       seed=derive_seed(cfg.seed, "eval", split), progress=progress,
+                                       desc=f"eval {split}")
+            rollout.reward(task, problems, samples)
+        out[split] = (greedy[split], samples)
+    return out
 
 
-def evaluate_set(engine, task: Any, problems: Sequence[Any], cfg: StudyConfig, split: str, *,
-                 greedy: list[dict], sbert: Any, progress: bool
-                 ) -> tuple[dict[str, Any], list[dict], list[dict]]:
-    """Reward the greedy records of `problems` (generated by `evaluate_sets`), draw N samples per
-    problem, and compute the set's metrics; returns (metrics, greedy, samples).
-
-    Evaluation samples use one seed per test set, the same for every iterate, so differences
-    between iterates are not sampling noise of different random streams.
-    """
-    rollout.reward(task, problems, greedy)
-    samples: list[dict[str, Any]] = []
-    n = cfg.samples_for(split)
-    if n > 0:
-        samples = rollout.generate(engine, task, problems, n=n,
-                                   temperature=cfg.eval_temperature or cfg.temperature, top_p=cfg.top_p,
-                                   max_new_tokens=cfg.max_new_tokens,
-                                   seed=derive_seed(cfg.seed, "eval", split), progress=progress,
-                                   desc=f"eval {split}")
-        rollout.reward(task, problems, samples)
-    metrics = evaluate.summarize_split(
+def score_set(task: Any, problems: Sequence[Any], greedy: list[dict], samples: list[dict], cfg: StudyConfig,
+              split: str, *, sbert: Any) -> dict[str, Any]:
+    """The metrics of one test set from its rewarded greedy and sampled records."""
+    return evaluate.summarize_split(
         problems, greedy, samples, ks=cfg.ks, n_boot=cfg.bootstrap, ci=cfg.ci,
         seed=derive_seed(cfg.seed, "bootstrap", split), level_key=cfg.level_key,
         equations=getattr(task, "equations", None), sbert=sbert,
         diversity_max_problems=cfg.diversity_max_problems, sbert_max_problems=cfg.sbert_max_problems,
         diversity_group_size=cfg.diversity_group_size,
         sbert_batch_size=cfg.sbert_batch_size or sbert_batch_size(sbert))
-    return metrics, greedy, samples
 
 
 def sbert_batch_size(sbert: Any) -> int:
@@ -231,12 +254,16 @@ def sbert_batch_size(sbert: Any) -> int:
 
 
 def sample_train(engine, task: Any, problems: Sequence[Any], cfg: StudyConfig, node: str, *,
-                 progress: bool, tokenizer: Any = None) -> list[dict[str, Any]]:
+                 progress: bool, tokenizer: Any = None, group: Group = SINGLE) -> list[dict[str, Any]] | None:
     """N rewarded samples per train problem from the iterate `node` (the next round's raw data).
 
     tokenizer: the training tokenizer; given, and where `sampled_logprobs_exact`, records carry
-    "lp" (see `rollout.generate`) for the DPO reference.
+    "lp" (see `rollout.generate`) for the DPO reference. Each rank of `group` samples its shard
+    of the problems; rank 0 returns every record in problem order, other ranks None. A sample's
+    random stream depends on its prompt, index and seed only, so the records do not depend on
+    the number of ranks.
     """
+    problems = list(problems)[group.shard(len(problems))]
     ids = None
     if tokenizer is not None and sampled_logprobs_exact(cfg, resolve_device(cfg.device)):
         ids = training_ids(tokenizer, cfg.dpo_train.max_length)
@@ -244,4 +271,5 @@ def sample_train(engine, task: Any, problems: Sequence[Any], cfg: StudyConfig, n
                                top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                seed=derive_seed(cfg.seed, "sample", node), progress=progress,
                                desc=f"sample {node}", training_ids=ids)
-    return rollout.reward(task, problems, records)
+    parts = group.gather(rollout.reward(task, problems, records))
+    return None if parts is None else [r for part in parts for r in part]

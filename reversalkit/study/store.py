@@ -140,6 +140,13 @@ class RunStore:
             raise FileNotFoundError(f"{root} is not a reversalkit run directory (no {MANIFEST})")
         return cls(root, json.loads(mpath.read_text()))
 
+    @classmethod
+    def follower(cls, root: str | Path) -> RunStore:
+        """The view of a run that ranks other than 0 hold: it reads the run directory, while its
+        writes, checkpoints and manifest updates stay in memory (rank 0 owns the directory)."""
+        store = _FollowerStore.read_only(root)
+        return store
+
     def _acquire_lock(self) -> None:
         fh = open(self.root / LOCK, "w")
         try:
@@ -264,3 +271,15 @@ class RunStore:
 
     def config(self) -> dict[str, Any]:
         return yaml.safe_load((self.root / CONFIG).read_text())
+
+
+class _FollowerStore(RunStore):
+    """`RunStore.follower`: reads go to disk, writes are dropped (see there)."""
+
+    def _write_bytes(self, rel: str, data: bytes, notify: bool = True) -> Path:
+        return self.root / rel
+
+    @contextlib.contextmanager
+    def atomic_dir(self, rel: str) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(prefix="reversalkit-follower-") as tmp:
+            yield Path(tmp)

@@ -19,6 +19,7 @@ from typing import Any
 import safetensors.torch
 
 from reversalkit import models
+from reversalkit.dist import SINGLE, Group
 from reversalkit.study.config import StudyConfig
 from reversalkit.study.plan import ROOT, derive_seed, node_dir
 from reversalkit.study.results import ID_SPLIT, ood_label
@@ -54,10 +55,11 @@ class Workspace:
     """The in-memory side of a study (see module doc)."""
 
     def __init__(self, cfg: StudyConfig, store: RunStore, *, task: Any = None,
-                 ood_tasks: dict[str, Any] | None = None):
+                 ood_tasks: dict[str, Any] | None = None, group: Group = SINGLE):
         self.cfg = cfg
         self.store = store
-        self.device = resolve_device(cfg.device)
+        self.group = group
+        self.device = group.device if group.distributed else resolve_device(cfg.device)
         self.task = get_task(task) if task is not None else get_task(cfg.task, **dict(cfg.task_options))
         self.train = _cap(self.task.load("train"), cfg.train_size)
         self.train_by_id = {str(p.id): p for p in self.train}
@@ -163,9 +165,11 @@ class Workspace:
             self.engine.release_memory()
 
     def save_node(self, name: str) -> None:
-        """Checkpoint the current weights as node `name` (atomic directory write)."""
-        with self.store.atomic_dir(f"{node_dir(name)}/model") as tmp:
-            models.save_model(self.model, self.tok, tmp)
+        """Checkpoint the current weights as node `name` (atomic directory write, by rank 0 alone:
+        every rank holds the same weights)."""
+        if self.group.is_main:
+            with self.store.atomic_dir(f"{node_dir(name)}/model") as tmp:
+                models.save_model(self.model, self.tok, tmp)
         self.model_node = name
 
     def engine_for(self, name: str) -> Any:

@@ -15,6 +15,7 @@ log-ratios as TRL does).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -22,6 +23,7 @@ from reversalkit.train.config import DPOTrainConfig, TrainResult
 from reversalkit.train.cpu_ops import fused_cpu_ops
 from reversalkit.train.data import DPOPair, Encoded, collate, encode_dpo, pad_id, plan_run
 from reversalkit.train.optim import autocast
+from reversalkit.train.parallel import distributed, local_micro_batches
 from reversalkit.train.step import (
     LogFn,
     decoder_hidden,
@@ -81,12 +83,15 @@ def _pair_hidden(model, encoded, idx: Sequence[int], pad: int, device, cfg: DPOT
 
 
 @torch.no_grad()  # a fixed target: never part of the policy's graph
-def reference_logprobs(model, tokenizer, pairs: Sequence[DPOPair], cfg: DPOTrainConfig) -> torch.Tensor:
+def reference_logprobs(model, tokenizer, pairs: Sequence[DPOPair], cfg: DPOTrainConfig, *,
+                       group: Any = None) -> torch.Tensor:
     """Summed completion log-probs (P, 2) float32 on CPU: column 0 chosen, column 1 rejected.
 
     Runs in eval mode under the same autocast as training, with pairs grouped by length
     (cfg.batch_size pairs per forward) and the same prompt sharing, so that at step 0 the policy
-    reproduces these values.
+    reproduces these values. With a `group` of several ranks, each runs its share of the same
+    batches and the rows are summed over the ranks (each row is set on one rank, zero on the
+    others), so the result equals one process's bit for bit.
     """
     from reversalkit.kernels import sequence_logprobs  # lazy: the kernels import triton
 
@@ -100,23 +105,27 @@ def reference_logprobs(model, tokenizer, pairs: Sequence[DPOPair], cfg: DPOTrain
     was_training = model.training
     model.eval()
     with fused_cpu_ops(model):  # the ops training runs, so that step 0 reproduces these values
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start: start + cfg.batch_size]
+        batches = [order[start: start + cfg.batch_size] for start in range(0, len(order), cfg.batch_size)]
+        for idx in batches[group.shard(len(batches))] if distributed(group) else batches:
             with autocast(cfg, device):
                 hidden, ids, mask = _pair_hidden(model, encoded, idx, pad, device, cfg)
                 sums, _ = sequence_logprobs(hidden, lm_head_weight(model), ids, mask,
                                             chunk_size=cfg.logprob_chunk_size)  # (2B,)
             out[idx] = sums.float().cpu().view(2, len(idx)).T
     model.train(was_training)
+    if distributed(group):
+        group.all_reduce_sum(out)
     return out
 
 
 def train_dpo(model, tokenizer, pairs: Sequence[DPOPair], ref_logps: torch.Tensor, cfg: DPOTrainConfig, *,
-              progress: bool = True, log: LogFn | None = None) -> TrainResult:
+              progress: bool = True, log: LogFn | None = None, group: Any = None) -> TrainResult:
     """Train `model` in place on preference pairs; `ref_logps` (P, 2) from `reference_logprobs`.
 
     Records per step: loss, chosen/rejected rewards (mean beta * log-ratio), reward accuracy
     (fraction of pairs whose chosen reward beats the rejected one) and the chosen NLL per token.
+    With a `group` of several ranks, each runs its slice of every micro-batch
+    (`reversalkit.train.parallel`).
     """
     _require_dpo_config(cfg, "train_dpo")
     if tuple(ref_logps.shape) != (len(pairs), 2):
@@ -134,13 +143,13 @@ def train_dpo(model, tokenizer, pairs: Sequence[DPOPair], ref_logps: torch.Tenso
         n_chosen = sum(len(encoded[i][0]) - encoded[i][0].prompt_len for mb in micro_batches for i in mb)
         stats = dict.fromkeys(("loss", "chosen_rewards", "rejected_rewards", "reward_accuracy", "nll"), 0.0)
         stats["tokens"] = 0
-        for mb in micro_batches:
+        for mb in local_micro_batches(micro_batches, group):
             out = _micro_step(model, encoded, ref, mb, pad, n_pairs, n_chosen, cfg)
             for key, value in out.items():
                 stats[key] += value
         return stats
 
-    return run_steps(model, steps, step_fn, cfg, desc="dpo", progress=progress, log=log)
+    return run_steps(model, steps, step_fn, cfg, desc="dpo", progress=progress, log=log, group=group)
 
 
 def _micro_step(model, encoded, ref, mb: Sequence[int], pad: int, n_pairs: int, n_chosen: int,

@@ -12,19 +12,22 @@ accumulation gives the same update as one large batch. The lm_head + NLL run thr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from reversalkit.train.config import TrainConfig, TrainResult
 from reversalkit.train.data import SFTExample, collate, encode_sft, pad_id, plan_run
 from reversalkit.train.optim import autocast
+from reversalkit.train.parallel import local_micro_batches
 from reversalkit.train.step import LogFn, decoder_hidden, lm_head_weight, model_device, run_steps
 
 
 def train_sft(model, tokenizer, examples: Sequence[SFTExample], cfg: TrainConfig, *,
-              progress: bool = True, log: LogFn | None = None) -> TrainResult:
+              progress: bool = True, log: LogFn | None = None, group: Any = None) -> TrainResult:
     """Fine-tune `model` in place on `examples`; returns the per-step record.
 
     The loss covers completion + eos only. Steps, micro-batches and order follow `plan_run`
-    (seeded by cfg.seed, length-bucketed if enabled).
+    (seeded by cfg.seed, length-bucketed if enabled). With a `group` of several ranks, each runs
+    its slice of every micro-batch (`reversalkit.train.parallel`).
     """
     from reversalkit.kernels import linear_nll_loss  # lazy: the kernels import triton
     from reversalkit.kernels.sequence import shifted_rows
@@ -37,7 +40,7 @@ def train_sft(model, tokenizer, examples: Sequence[SFTExample], cfg: TrainConfig
     def step_fn(micro_batches: Sequence[Sequence[int]]) -> dict[str, float]:
         denom = sum(len(encoded[i]) - encoded[i].prompt_len for mb in micro_batches for i in mb)
         loss_sum, tokens = 0.0, 0
-        for mb in micro_batches:
+        for mb in local_micro_batches(micro_batches, group):
             ids, mask = collate([encoded[i] for i in mb], pad)
             ids, mask = ids.to(device), mask.to(device)
             with autocast(cfg, device):
@@ -51,4 +54,4 @@ def train_sft(model, tokenizer, examples: Sequence[SFTExample], cfg: TrainConfig
             tokens += sum(len(encoded[i]) for i in mb)
         return {"loss": loss_sum, "tokens": tokens}
 
-    return run_steps(model, steps, step_fn, cfg, desc="sft", progress=progress, log=log)
+    return run_steps(model, steps, step_fn, cfg, desc="sft", progress=progress, log=log, group=group)

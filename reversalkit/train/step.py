@@ -13,6 +13,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 from reversalkit.train.config import TrainConfig, TrainResult
 from reversalkit.train.cpu_ops import fused_cpu_ops
 from reversalkit.train.optim import build_optimizer, clip_and_norm, lr_at, set_lr
+from reversalkit.train.parallel import broadcast_parameters, reduce_step
 
 StepFn = Callable[[Sequence[Sequence[int]]], dict[str, float]]
 LogFn = Callable[[dict[str, float]], None] | logging.Logger
@@ -123,17 +125,20 @@ def _emit(log: LogFn | None, record: dict[str, float]) -> None:
 
 
 def run_steps(model, steps: Sequence[Sequence[Sequence[int]]], step_fn: StepFn, cfg: TrainConfig, *,
-              desc: str, progress: bool, log: LogFn | None) -> TrainResult:
+              desc: str, progress: bool, log: LogFn | None, group: Any = None) -> TrainResult:
     """Run one optimizer step per entry of `steps` ([step][micro-batch][index]).
 
     `step_fn(micro_batches)` runs forward and backward for every micro-batch of one step (losses
     already normalised over the whole step) and returns that step's statistics: 'loss' and
     'tokens' at least, plus any of 'chosen_rewards', 'rejected_rewards', 'reward_accuracy', 'nll'.
     `log` receives one dict per step (a `logging.Logger` gets one formatted line instead).
+    group: a `reversalkit.dist.Group` whose ranks share the steps (`reversalkit.train.parallel`):
+    `step_fn` runs this rank's slices and the gradients and statistics are summed over the ranks.
     """
     was_training = model.training
     model.train()
     optimizer = build_optimizer(model, cfg)
+    broadcast_parameters(model, group)
     result = TrainResult()
     start = time.perf_counter()
     bar = tqdm(total=len(steps), desc=desc, disable=not progress, leave=False)
@@ -143,7 +148,7 @@ def run_steps(model, steps: Sequence[Sequence[Sequence[int]]], step_fn: StepFn, 
             lr = lr_at(step, len(steps), cfg)
             set_lr(optimizer, lr)
             optimizer.zero_grad(set_to_none=True)
-            stats = step_fn(micro_batches)
+            stats = reduce_step(model, step_fn(micro_batches), group)
             grad_norm = clip_and_norm(model, cfg.max_grad_norm)
             optimizer.step()
             result.losses.append(float(stats["loss"]))
