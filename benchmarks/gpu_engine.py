@@ -122,9 +122,9 @@ def check_sampler(torch, device, dry: bool) -> dict:
     """The Triton top-p sampler against the torch path on one decode step's logits (bf16, B rows of
     a 128k vocabulary): tokens that differ (draws within float rounding of a CDF step) and the time
     of each, median of repeated calls (the torch path synchronises the host in its rounds)."""
+    from reversalkit.kernels.sample_top_p import sample_top_p
+
     from benchmarks.harness import time_fn
-    from reversalkit.engine.sampling import Sampler, SamplingParams
-    from reversalkit.engine.triton_sampling import sample_top_p_triton
 
     B, V = (16, 300) if dry else (512, 128256)
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -132,14 +132,12 @@ def check_sampler(torch, device, dry: bool) -> dict:
     logits = logits.to(device, torch.bfloat16)
     keys = torch.randint(-2**62, 2**62, (B,), generator=g).to(device)
     ctr = torch.randint(0, 500, (B,), generator=g).to(device)
-    params = SamplingParams(temperature=0.75, top_p=0.95)
-    torch_path = Sampler(params, use_native=False)
-    ours = sample_top_p_triton(logits, 0.75, 0.95, keys, ctr)
-    want = torch_path(logits, keys, ctr)[0]
+    ours = sample_top_p(logits, 0.75, 0.95, keys, ctr, backend="triton")
+    want = sample_top_p(logits, 0.75, 0.95, keys, ctr, backend="torch")
     differ = int((ours != want).sum())
-    times = {name: time_fn(fn, warmup=0, repeat=3 if dry else 20, device=str(device)).median_s * 1e3
-             for name, fn in (("triton", lambda: sample_top_p_triton(logits, 0.75, 0.95, keys, ctr)),
-                              ("torch", lambda: torch_path(logits, keys, ctr)[0]))}
+    times = {name: time_fn(lambda b=name: sample_top_p(logits, 0.75, 0.95, keys, ctr, backend=b), warmup=0,
+                           repeat=3 if dry else 20, device=str(device)).median_s * 1e3
+             for name in ("triton", "torch")}
     return {"pass": differ <= max(1, B // 256), "rows": B, "vocab": V, "differ": differ,
             "triton_ms": times["triton"], "torch_ms": times["torch"],
             "speedup": times["torch"] / times["triton"]}

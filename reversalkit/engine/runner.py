@@ -27,9 +27,9 @@ from reversalkit.engine.attention import (
 from reversalkit.engine.cuda_graphs import DecodeGraphs
 from reversalkit.engine.model import LlamaFamilyModel
 from reversalkit.engine.rows import RowDecodeAttention, RowKV
-from reversalkit.engine.sampling import as_int64
 from reversalkit.engine.scheduler import Admission
 from reversalkit.engine.sequence import Sequence
+from reversalkit.kernels.sample_top_p import as_int64
 
 DECODE_BACKENDS = ("auto", "rows", "triton", "reference")
 
