@@ -46,8 +46,7 @@ def sync(torch, device):
 
 
 def check_kernel(torch, device, dry: bool) -> dict:
-    from reversalkit.engine.attention import paged_decode_reference
-    from reversalkit.engine.paged_decode import paged_decode
+    from reversalkit.kernels.paged_decode import paged_decode, paged_decode_reference
 
     shapes = [(3, 8, 2, 64, 16, [1, 45, 300], None), (5, 32, 8, 64, 16, [17, 64, 129, 500, 3], None),
               (4, 12, 4, 128, 16, [7, 16, 250, 33], 32)]
@@ -64,11 +63,11 @@ def check_kernel(torch, device, dry: bool) -> dict:
         q = torch.randn(B, H, D, generator=g).to(device)
         cl = torch.tensor(lens, dtype=torch.int32, device=device)
         ref = paged_decode_reference(q.double(), kc.double(), vc.double(), bt, cl, D ** -0.5, window)
-        got = paged_decode(q, kc, vc, bt, cl, D ** -0.5, window)
+        got = paged_decode(q, kc, vc, bt, cl, D ** -0.5, window, backend="triton")
         out["max_err_fp32"] = max(out["max_err_fp32"], (got.double() - ref).abs().max().item())
         qb, kb, vb = q.bfloat16(), kc.bfloat16(), vc.bfloat16()
         refb = paged_decode_reference(qb.double(), kb.double(), vb.double(), bt, cl, D ** -0.5, window)
-        gotb = paged_decode(qb, kb, vb, bt, cl, D ** -0.5, window)
+        gotb = paged_decode(qb, kb, vb, bt, cl, D ** -0.5, window, backend="triton")
         torch_b = paged_decode_reference(qb, kb, vb, bt, cl, D ** -0.5, window)  # torch in bf16 out
         out["max_err_bf16"] = max(out["max_err_bf16"], (gotb.double() - refb).abs().max().item())
         out["bf16_ref_err"] = max(out["bf16_ref_err"], (torch_b.double() - refb).abs().max().item())
