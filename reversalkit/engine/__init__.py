@@ -8,8 +8,9 @@
 
 Pieces, each usable alone: sequence (SamplingParams, Completion, Sequence), block_manager (C++
 allocator + Python mirror), scheduler, model (Llama-family forward), attention (paged KV storage,
-prefill, paged decode), paged_decode (Triton kernel), rows (CPU decode rows + fused C++ kernel),
-cuda_graphs, sampling, tokenizer, host (CPU allocator tuning), runner, engine.
+prefill, paged decode), rows (CPU decode rows), cuda_graphs, sampling, tokenizer, host (CPU
+allocator tuning), runner, engine. The decode attention and top-p sampling ops they call live in
+reversalkit.kernels (paged_decode, sample_top_p).
 """
 
 from reversalkit.engine.engine import Engine
