@@ -16,7 +16,7 @@ of round max_rounds; a full sort of 256 x 1078 costs ~6x a rejection round (meas
 why it is only the fallback.
 
 Three paths compute the same draws; `sample_top_p` picks one per call (`backend=`):
-- "triton": `_sample_top_p_kernel`, one program per row (CUDA; the CPU under TRITON_INTERPRET=1).
+- "triton": `_sample_top_p_fwd_kernel`, one program per row (CUDA; the CPU under TRITON_INTERPRET=1).
   The torch path's softmax, cumsum and per-round host synchronisations were about half of the
   sampler's host time on an H100 at batch 512 and a 128k vocabulary.
 - "cpp": reversalkit._C.sample_rows_f32 (csrc/decode_step.cpp), float32 CPU logits, row by row
@@ -116,9 +116,9 @@ def _sort_fallback(logits, temperature, top_p, keys, counters, out, rounds):
 if triton is not None:
 
     @triton.jit
-    def _sample_top_p_kernel(X, stride, V, temperature, top_p, KEYS, CTRS, OUT, max_rounds,
-                             GOLDEN: tl.constexpr, M1: tl.constexpr, M2: tl.constexpr, SALT: tl.constexpr,
-                             BLOCK: tl.constexpr):
+    def _sample_top_p_fwd_kernel(X, stride, V, temperature, top_p, KEYS, CTRS, OUT, max_rounds,
+                                 GOLDEN: tl.constexpr, M1: tl.constexpr, M2: tl.constexpr, SALT: tl.constexpr,
+                                 BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         x_row = X + row * stride
         cols = tl.arange(0, BLOCK)
@@ -177,9 +177,9 @@ def _rows_triton(logits, temperature, top_p, keys, counters, rounds, block):
     B, V = logits.shape
     out = torch.empty(B, dtype=torch.int64, device=logits.device)
     if B:
-        _sample_top_p_kernel[(B,)](logits, logits.stride(0), V, float(temperature), float(top_p), keys, counters,
-                                   out, rounds, GOLDEN=GOLDEN, M1=M1, M2=M2, SALT=RETRY_SALT,
-                                   BLOCK=min(block, next_pow2(V)))
+        _sample_top_p_fwd_kernel[(B,)](logits, logits.stride(0), V, float(temperature), float(top_p), keys,
+                                       counters, out, rounds, GOLDEN=GOLDEN, M1=M1, M2=M2, SALT=RETRY_SALT,
+                                       BLOCK=min(block, next_pow2(V)))
     return out
 
 
