@@ -46,8 +46,7 @@ def sync(torch, device):
 
 
 def check_kernel(torch, device, dry: bool) -> dict:
-    from reversalkit.engine.attention import paged_decode_reference
-    from reversalkit.engine.paged_decode import paged_decode
+    from reversalkit.kernels.paged_decode import paged_decode, paged_decode_reference
 
     shapes = [(3, 8, 2, 64, 16, [1, 45, 300], None), (5, 32, 8, 64, 16, [17, 64, 129, 500, 3], None),
               (4, 12, 4, 128, 16, [7, 16, 250, 33], 32)]
@@ -64,11 +63,11 @@ def check_kernel(torch, device, dry: bool) -> dict:
         q = torch.randn(B, H, D, generator=g).to(device)
         cl = torch.tensor(lens, dtype=torch.int32, device=device)
         ref = paged_decode_reference(q.double(), kc.double(), vc.double(), bt, cl, D ** -0.5, window)
-        got = paged_decode(q, kc, vc, bt, cl, D ** -0.5, window)
+        got = paged_decode(q, kc, vc, bt, cl, D ** -0.5, window, backend="triton")
         out["max_err_fp32"] = max(out["max_err_fp32"], (got.double() - ref).abs().max().item())
         qb, kb, vb = q.bfloat16(), kc.bfloat16(), vc.bfloat16()
         refb = paged_decode_reference(qb.double(), kb.double(), vb.double(), bt, cl, D ** -0.5, window)
-        gotb = paged_decode(qb, kb, vb, bt, cl, D ** -0.5, window)
+        gotb = paged_decode(qb, kb, vb, bt, cl, D ** -0.5, window, backend="triton")
         torch_b = paged_decode_reference(qb, kb, vb, bt, cl, D ** -0.5, window)  # torch in bf16 out
         out["max_err_bf16"] = max(out["max_err_bf16"], (gotb.double() - refb).abs().max().item())
         out["bf16_ref_err"] = max(out["bf16_ref_err"], (torch_b.double() - refb).abs().max().item())
@@ -122,9 +121,9 @@ def check_sampler(torch, device, dry: bool) -> dict:
     """The Triton top-p sampler against the torch path on one decode step's logits (bf16, B rows of
     a 128k vocabulary): tokens that differ (draws within float rounding of a CDF step) and the time
     of each, median of repeated calls (the torch path synchronises the host in its rounds)."""
+    from reversalkit.kernels.sample_top_p import sample_top_p
+
     from benchmarks.harness import time_fn
-    from reversalkit.engine.sampling import Sampler, SamplingParams
-    from reversalkit.engine.triton_sampling import sample_top_p_triton
 
     B, V = (16, 300) if dry else (512, 128256)
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -132,14 +131,12 @@ def check_sampler(torch, device, dry: bool) -> dict:
     logits = logits.to(device, torch.bfloat16)
     keys = torch.randint(-2**62, 2**62, (B,), generator=g).to(device)
     ctr = torch.randint(0, 500, (B,), generator=g).to(device)
-    params = SamplingParams(temperature=0.75, top_p=0.95)
-    torch_path = Sampler(params, use_native=False)
-    ours = sample_top_p_triton(logits, 0.75, 0.95, keys, ctr)
-    want = torch_path(logits, keys, ctr)[0]
+    ours = sample_top_p(logits, 0.75, 0.95, keys, ctr, backend="triton")
+    want = sample_top_p(logits, 0.75, 0.95, keys, ctr, backend="torch")
     differ = int((ours != want).sum())
-    times = {name: time_fn(fn, warmup=0, repeat=3 if dry else 20, device=str(device)).median_s * 1e3
-             for name, fn in (("triton", lambda: sample_top_p_triton(logits, 0.75, 0.95, keys, ctr)),
-                              ("torch", lambda: torch_path(logits, keys, ctr)[0]))}
+    times = {name: time_fn(lambda b=name: sample_top_p(logits, 0.75, 0.95, keys, ctr, backend=b), warmup=0,
+                           repeat=3 if dry else 20, device=str(device)).median_s * 1e3
+             for name in ("triton", "torch")}
     return {"pass": differ <= max(1, B // 256), "rows": B, "vocab": V, "differ": differ,
             "triton_ms": times["triton"], "torch_ms": times["torch"],
             "speedup": times["torch"] / times["triton"]}

@@ -277,58 +277,118 @@ void row_attention(const RowAttentionArgs& a, int64_t b0, int64_t b1) {
 // ---- Python bindings (declared and called in bindings.cpp) ----
 #include <pybind11/pybind11.h>
 
-#include <stdexcept>
 #include <string>
+
+#include "arrays.h"
 #include "parallel.h"
 
 namespace py = pybind11;
 
+namespace {
+
+constexpr const char* kFn = "row_attention_f32";
+
+// The i-th member of an optional tuple argument (`what` names its members for the message).
+py::array member(const py::object& t, size_t i, size_t n, const char* name, const char* what) {
+    if (!py::isinstance<py::tuple>(t) || py::len(t) != n)
+        reversalkit::bad_argument(kFn, name, std::string("must be None or a tuple ") + what);
+    const py::object m = py::reinterpret_borrow<py::tuple>(t)[i];
+    if (!py::isinstance<py::array>(m))
+        reversalkit::bad_argument(kFn, name, std::string("must hold numpy arrays ") + what + " (pass tensor.numpy())");
+    return py::reinterpret_borrow<py::array>(m);
+}
+
+// Values of an int64 (B,) index array must lie in [lo, hi] (offsets into buffers: checked, not trusted).
+void check_range(const int64_t* x, int64_t B, int64_t lo, int64_t hi, const char* name, const char* why) {
+    for (int64_t b = 0; b < B; ++b)
+        if (x[b] < lo || x[b] > hi)
+            reversalkit::bad_argument(kFn, name, "has " + std::to_string(x[b]) + " at row " + std::to_string(b) +
+                                                     ", outside [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                                                     "] (" + why + ")");
+}
+
+}  // namespace
+
 void bind_decode_attention(py::module_& m) {
     m.def(
         "row_attention_f32",
-        [](uintptr_t q, uintptr_t k, uintptr_t v, int64_t row_stride, int64_t head_stride, uintptr_t lo,
-           uintptr_t hi, uintptr_t prefix_scores, uintptr_t prefix_v, int64_t prefix_len, uintptr_t prefix_lo,
-           int64_t B, int64_t H, int64_t Hkv, int64_t D, float scale, uintptr_t out, int64_t num_threads,
-           uintptr_t k_new, uintptr_t v_new, uintptr_t group_k, uintptr_t group_v, int64_t group_stride,
-           int64_t group_head_stride, uintptr_t group, uintptr_t group_lo, uintptr_t group_hi) {
-            if (B < 0 || H <= 0 || Hkv <= 0 || D <= 0 || H % Hkv || prefix_len < 0)
-                throw std::invalid_argument("row_attention_f32: bad shape B=" + std::to_string(B) + " H=" +
-                                            std::to_string(H) + " Hkv=" + std::to_string(Hkv) + " D=" +
-                                            std::to_string(D) + " prefix_len=" + std::to_string(prefix_len));
-            if ((k_new == 0) != (v_new == 0))
-                throw std::invalid_argument("row_attention_f32: give both k_new and v_new, or neither");
-            if (group_k != 0 && (group_v == 0 || group == 0 || group_lo == 0 || group_hi == 0))
-                throw std::invalid_argument(
-                    "row_attention_f32: group_k needs group_v, group, group_lo and group_hi");
-            const reversalkit::RowAttentionArgs a{
-                reinterpret_cast<const float*>(q), reinterpret_cast<float*>(k),
-                reinterpret_cast<float*>(v), row_stride, head_stride,
-                reinterpret_cast<const int64_t*>(lo), reinterpret_cast<const int64_t*>(hi),
-                reinterpret_cast<const float*>(prefix_scores), reinterpret_cast<const float*>(prefix_v),
-                prefix_len, reinterpret_cast<const int64_t*>(prefix_lo), B, H, Hkv, D, scale,
-                reinterpret_cast<float*>(out), reinterpret_cast<const float*>(k_new),
-                reinterpret_cast<const float*>(v_new), reinterpret_cast<const float*>(group_k),
-                reinterpret_cast<const float*>(group_v), group_stride, group_head_stride,
-                reinterpret_cast<const int64_t*>(group), reinterpret_cast<const int64_t*>(group_lo),
-                reinterpret_cast<const int64_t*>(group_hi)};
+        [](const py::array& q, const py::array& k, const py::array& v, const py::array& lo, const py::array& hi,
+           const py::array& out, float scale, int64_t num_threads, const py::object& new_kv,
+           const py::object& prefix, const py::object& groups) {
+            using reversalkit::checked;
+            using reversalkit::stride_of;
+            reversalkit::RowAttentionArgs a{};
+            a.q = checked<float>(q, kFn, "q", {-1, -1, -1});
+            a.B = q.shape(0), a.H = q.shape(1), a.D = q.shape(2);
+            if (a.H <= 0 || a.D <= 0)
+                reversalkit::bad_argument(kFn, "q", "must have at least one head and head_dim > 0, got shape " +
+                                                    reversalkit::shape_str(q));
+            a.k = checked<float>(k, kFn, "k", {-1, -1, -1, a.D}, true, true);
+            a.Hkv = k.shape(1);
+            if (a.Hkv <= 0 || a.H % a.Hkv)
+                reversalkit::bad_argument(kFn, "k", "has " + std::to_string(a.Hkv) + " KV heads, which must divide "
+                                                    "q's " + std::to_string(a.H) + " heads");
+            if (k.shape(0) < a.B)
+                reversalkit::bad_argument(kFn, "k", "has " + std::to_string(k.shape(0)) + " rows, fewer than q's B = " +
+                                                    std::to_string(a.B));
+            const int64_t T = k.shape(2), g = a.H / a.Hkv;
+            a.v = checked<float>(v, kFn, "v", {k.shape(0), a.Hkv, T, a.D}, true, true);
+            a.row_stride = stride_of<float>(k, 0), a.head_stride = stride_of<float>(k, 1);
+            a.lo = checked<int64_t>(lo, kFn, "lo", {a.B});
+            a.hi = checked<int64_t>(hi, kFn, "hi", {a.B});
+            check_range(a.lo, a.B, 0, T - 1, "lo", "row tokens");
+            check_range(a.hi, a.B, 1, T, "hi", "row tokens");
+            for (int64_t b = 0; b < a.B; ++b)
+                if (a.hi[b] <= a.lo[b])
+                    reversalkit::bad_argument(kFn, "hi", "must exceed lo at every row, got lo = hi = " +
+                                                         std::to_string(a.lo[b]) + " at row " + std::to_string(b));
+            a.out = checked<float>(out, kFn, "out", {a.B, a.H, a.D}, true, true);
+            a.scale = scale;
+            if (!new_kv.is_none()) {
+                const char* what = "(k_new, v_new) of shape (B, Hkv, D)";
+                a.k_new = checked<float>(member(new_kv, 0, 2, "new_kv", what), kFn, "k_new", {a.B, a.Hkv, a.D});
+                a.v_new = checked<float>(member(new_kv, 1, 2, "new_kv", what), kFn, "v_new", {a.B, a.Hkv, a.D});
+            }
+            if (!prefix.is_none()) {
+                const char* what = "(scores (Hkv, B, H/Hkv, Lc), prefix_v (Hkv, Lc, D), prefix_lo (B,))";
+                const py::array sc = member(prefix, 0, 3, "prefix", what);
+                a.prefix_scores = checked<float>(sc, kFn, "prefix scores", {a.Hkv, a.B, g, -1});
+                a.prefix_len = sc.shape(3);
+                a.prefix_v = checked<float>(member(prefix, 1, 3, "prefix", what), kFn, "prefix_v",
+                                            {a.Hkv, a.prefix_len, a.D});
+                a.prefix_lo = checked<int64_t>(member(prefix, 2, 3, "prefix", what), kFn, "prefix_lo", {a.B});
+                check_range(a.prefix_lo, a.B, 0, INT64_MAX, "prefix_lo", "prefix tokens");
+            }
+            if (!groups.is_none()) {
+                const char* what = "(group_k, group_v (G, Hkv, Gt, D), group, group_lo, group_hi (B,))";
+                const py::array gk = member(groups, 0, 5, "groups", what);
+                a.group_k = checked<float>(gk, kFn, "group_k", {-1, a.Hkv, -1, a.D});
+                const int64_t G = gk.shape(0), Gt = gk.shape(2);
+                const py::array gv = member(groups, 1, 5, "groups", what);
+                a.group_v = checked<float>(gv, kFn, "group_v", {G, a.Hkv, Gt, a.D});
+                a.group_stride = stride_of<float>(gk, 0), a.group_head_stride = stride_of<float>(gk, 1);
+                a.group = checked<int64_t>(member(groups, 2, 5, "groups", what), kFn, "group", {a.B});
+                a.group_lo = checked<int64_t>(member(groups, 3, 5, "groups", what), kFn, "group_lo", {a.B});
+                a.group_hi = checked<int64_t>(member(groups, 4, 5, "groups", what), kFn, "group_hi", {a.B});
+                check_range(a.group, a.B, INT64_MIN, G - 1, "group", "group indices; < 0 for none");
+                check_range(a.group_lo, a.B, 0, Gt, "group_lo", "group tokens");
+                check_range(a.group_hi, a.B, 0, Gt, "group_hi", "group tokens");
+            }
             py::gil_scoped_release release;
-            const int64_t T = std::min<int64_t>(num_threads, B / 16);
-            reversalkit::parallel_ranges(B, T, [&a](int64_t b0, int64_t b1) { reversalkit::row_attention(a, b0, b1); });
+            const int64_t threads = std::min<int64_t>(num_threads, a.B / 16);
+            reversalkit::parallel_ranges(a.B, threads,
+                                         [&a](int64_t b0, int64_t b1) { reversalkit::row_attention(a, b0, b1); });
         },
-        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("row_stride"), py::arg("head_stride"), py::arg("lo"),
-        py::arg("hi"), py::arg("prefix_scores"), py::arg("prefix_v"), py::arg("prefix_len"),
-        py::arg("prefix_lo"), py::arg("B"), py::arg("H"), py::arg("Hkv"), py::arg("D"), py::arg("scale"),
-        py::arg("out"), py::arg("num_threads") = 1, py::arg("k_new") = 0, py::arg("v_new") = 0,
-        py::arg("group_k") = 0, py::arg("group_v") = 0, py::arg("group_stride") = 0,
-        py::arg("group_head_stride") = 0, py::arg("group") = 0, py::arg("group_lo") = 0, py::arg("group_hi") = 0,
-        "Decode attention of one query per sequence over the shared prefix and tokens [lo, hi) of its\n"
-        "KV row, on raw float32 buffers given by address (the caller keeps them alive and checks dtypes\n"
-        "and layouts): q, out (B, H, D); k, v element (b, j, t, d) at b*row_stride + j*head_stride +\n"
-        "t*D + d; lo, hi, prefix_lo int64 (B,); prefix_scores (Hkv, B, H/Hkv, prefix_len), already\n"
-        "scaled; prefix_v (Hkv, prefix_len, D). Addresses of the prefix buffers are ignored when\n"
-        "prefix_len is 0. k_new, v_new (B, Hkv, D), when given, are first stored at row token hi - 1.\n"
-        "group_k, group_v (sample groups: the prompt tail shared by a prompt's samples), element\n"
-        "(grp, j, t, d) at grp*group_stride + j*group_head_stride + t*D + d, attended between prefix and\n"
-        "row: tokens [group_lo, group_hi) of group[b] (int64 (B,); group[b] < 0: none); 0: no groups.");
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("lo"), py::arg("hi"), py::arg("out"), py::arg("scale"),
+        py::arg("num_threads") = 1, py::arg("new_kv") = py::none(), py::arg("prefix") = py::none(),
+        py::arg("groups") = py::none(),
+        "Decode attention of one query per sequence over the shared prefix, its sample group and tokens\n"
+        "[lo, hi) of its KV row, on float32 numpy views (checked: a wrong one raises ValueError naming it).\n"
+        "q, out (B, H, D); k, v (R >= B, Hkv, T, D) rows, written where new_kv is stored; lo, hi int64 (B,)\n"
+        "with 0 <= lo < hi <= T. new_kv: None or (k_new, v_new) (B, Hkv, D), first stored at row token\n"
+        "hi - 1. prefix: None or (scores (Hkv, B, H/Hkv, Lc) already scaled, prefix_v (Hkv, Lc, D),\n"
+        "prefix_lo int64 (B,)). groups: None or (group_k, group_v (G, Hkv, Gt, D), group, group_lo,\n"
+        "group_hi int64 (B,)): tokens [group_lo, group_hi) of group[b] (< 0: none), attended between\n"
+        "prefix and row.");
     m.def("row_attention_has_avx2", &reversalkit::row_attention_has_avx2);
 }

@@ -16,7 +16,7 @@ namespace {
 constexpr int64_t kSampleBlock = 16;  // weights per block sum: the CDF search skips whole blocks
 constexpr uint64_t kRetrySalt = 0xD1B54A32D192ED03ULL;
 
-// splitmix64 of key + counter * golden ratio -> (0, 1); reversalkit.engine.sampling.counter_uniforms.
+// splitmix64 of key + counter * golden ratio -> (0, 1); reversalkit.kernels.sample_top_p.counter_uniforms.
 double counter_uniform(uint64_t key, uint64_t ctr) {
     uint64_t x = key + ctr * 0x9E3779B97F4A7C15ULL;
     x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -248,6 +248,8 @@ void rms_norm_rows(const RmsNormArgs& a, int64_t t0, int64_t t1) {
 
 #include <stdexcept>
 #include <string>
+
+#include "arrays.h"
 #include "parallel.h"
 
 namespace py = pybind11;
@@ -255,28 +257,34 @@ namespace py = pybind11;
 void bind_decode_step(py::module_& m) {
     m.def(
         "sample_rows_f32",
-        [](uintptr_t logits, int64_t B, int64_t V, int64_t row_stride, float temperature, float top_p,
-           uintptr_t keys, uintptr_t counters, int64_t max_rounds, uintptr_t out, int64_t num_threads) {
-            if (B < 0 || V <= 0 || row_stride < V || !(temperature > 0.f) || !(top_p > 0.f) || max_rounds < 0)
-                throw std::invalid_argument("sample_rows_f32: bad arguments B=" + std::to_string(B) + " V=" +
-                                            std::to_string(V) + " row_stride=" + std::to_string(row_stride) +
-                                            " temperature=" + std::to_string(temperature) + " top_p=" +
-                                            std::to_string(top_p) + " max_rounds=" + std::to_string(max_rounds));
+        [](const py::array& logits, const py::array& keys, const py::array& counters, const py::array& out,
+           float temperature, float top_p, int64_t max_rounds, int64_t num_threads) {
+            constexpr const char* fn = "sample_rows_f32";
+            const float* xp = reversalkit::checked<float>(logits, fn, "logits", {-1, -1}, false);
+            const int64_t B = logits.shape(0), V = logits.shape(1);
+            if (V <= 0) reversalkit::bad_argument(fn, "logits", "must have at least one column, got shape " +
+                                                                  reversalkit::shape_str(logits));
+            if (!(temperature > 0.f)) reversalkit::bad_argument(fn, "temperature", "must be > 0, got " +
+                                                                                   std::to_string(temperature));
+            if (!(top_p > 0.f && top_p <= 1.f))
+                reversalkit::bad_argument(fn, "top_p", "must lie in (0, 1], got " + std::to_string(top_p));
+            if (max_rounds < 0)
+                reversalkit::bad_argument(fn, "max_rounds", "must be >= 0, got " + std::to_string(max_rounds));
             const reversalkit::SampleArgs a{
-                reinterpret_cast<const float*>(logits), B, V, row_stride, temperature, top_p,
-                reinterpret_cast<const int64_t*>(keys), reinterpret_cast<const int64_t*>(counters), max_rounds,
-                reinterpret_cast<int64_t*>(out)};
+                xp, B, V, B > 1 ? reversalkit::stride_of<float>(logits, 0) : V, temperature, top_p,
+                reversalkit::checked<int64_t>(keys, fn, "keys", {B}),
+                reversalkit::checked<int64_t>(counters, fn, "counters", {B}), max_rounds,
+                reversalkit::checked<int64_t>(out, fn, "out", {B}, true, true)};
             py::gil_scoped_release release;
             const int64_t T = std::min<int64_t>(num_threads, B / 64);
             reversalkit::parallel_ranges(B, T, [&a](int64_t b0, int64_t b1) { reversalkit::sample_rows(a, b0, b1); });
         },
-        py::arg("logits"), py::arg("B"), py::arg("V"), py::arg("row_stride"), py::arg("temperature"),
-        py::arg("top_p"), py::arg("keys"), py::arg("counters"), py::arg("max_rounds"), py::arg("out"),
-        py::arg("num_threads") = 1,
-        "Temperature + top-p sampling of B rows of float32 logits (row b at logits + b*row_stride), by\n"
-        "address: keys, counters int64 (B,); out int64 (B,) gets each token, or -1 for a row whose\n"
-        "nucleus draw was rejected max_rounds times (the caller samples those rows another way).\n"
-        "Row b's draws are reversalkit.engine.sampling's: counter_uniforms(key + r * salt, counter).");
+        py::arg("logits"), py::arg("keys"), py::arg("counters"), py::arg("out"), py::arg("temperature"),
+        py::arg("top_p"), py::arg("max_rounds"), py::arg("num_threads") = 1,
+        "Temperature + top-p sampling of float32 logits (B, V) (rows may be strided, columns dense):\n"
+        "keys, counters int64 (B,); out int64 (B,) gets each token, or -1 for a row whose nucleus draw\n"
+        "was rejected max_rounds times (the caller samples those rows another way). Row b's draws are\n"
+        "reversalkit.kernels.sample_top_p's: counter_uniforms(key + r * salt, counter).");
     m.def(
         "rope_f32",
         [](uintptr_t x, int64_t x_stride, uintptr_t positions, uintptr_t cos, uintptr_t sin_signed, int64_t T,

@@ -12,7 +12,7 @@ namespace reversalkit {
 // distribution, redraw while the token lies outside the nucleus), one counter-based uniform per
 // draw so a row's tokens never depend on the rest of the batch. No sort: a draw costs three
 // passes over the vocabulary (max, exp + block sums, block-skipping CDF search), plus one for a
-// drawn token of probability <= 1 - top_p. Mirrors reversalkit.engine.sampling.sample_top_p.
+// drawn token of probability <= 1 - top_p. Mirrors reversalkit.kernels.sample_top_p.
 struct SampleArgs {
     const float* logits;   // row b at logits + b * row_stride, V floats
     int64_t B, V, row_stride;

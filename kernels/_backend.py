@@ -60,6 +60,11 @@ def has_triton() -> bool:
     return triton is not None
 
 
+def next_pow2(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1): Triton block sizes."""
+    return 1 << max(0, (n - 1).bit_length())
+
+
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 

@@ -1,107 +1,22 @@
-"""Attention paths of the sampler against plain references: the Triton paged-decode kernel (run by
-Triton's interpreter on CPU), the CPU row/cascade decode path, and prefill over cached blocks."""
+"""The engine's attention against plain references: the CPU decode rows (RowKV: shared prefix,
+sample groups, moves) through RowDecodeAttention against the paged reference over each sequence's
+whole context, and prefill over cached blocks. The decode ops' own paths are checked in
+test_kernels_paged_decode.py."""
 
-import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from reversalkit.kernels.paged_decode import paged_decode_reference
 
 from reversalkit._ext import native
-from reversalkit.engine.attention import (
-    KVCache,
-    PrefillAttention,
-    PrefillSeq,
-    context_slots,
-    paged_decode_reference,
-)
+from reversalkit.engine.attention import KVCache, PrefillAttention, PrefillSeq, context_slots
 from reversalkit.engine.rows import RowDecodeAttention, RowKV
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
-def dense_attention(q, k, v, scale, window=None):
-    """q: (H, D) one query at the last position; k, v: (L, Hkv, D) -> (H, D), in float64."""
-    H, D = q.shape
-    L, Hkv, _ = k.shape
-    k = k.double().repeat_interleave(H // Hkv, 1)
-    v = v.double().repeat_interleave(H // Hkv, 1)
-    s = torch.einsum("hd,lhd->hl", q.double(), k) * scale
-    if window is not None:
-        s[:, : max(0, L - window)] = -math.inf
-    return torch.einsum("hl,lhd->hd", s.softmax(-1), v)
-
-
-def random_paged(B, H, Hkv, D, bs, lens, num_blocks, dtype=torch.float32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    kc = torch.randn(num_blocks, bs, Hkv, D, generator=g).to(dtype)
-    vc = torch.randn(num_blocks, bs, Hkv, D, generator=g).to(dtype)
-    max_blocks = max(-(-n // bs) for n in lens)
-    perm = torch.randperm(num_blocks, generator=g)
-    bt = perm[: B * max_blocks].view(B, max_blocks).int()
-    q = torch.randn(B, H, D, generator=g).to(dtype)
-    return q, kc, vc, bt, torch.tensor(lens, dtype=torch.int32)
-
-
-def dense_from_paged(kc, bt_row, n):
-    bs = kc.shape[1]
-    pos = torch.arange(n)
-    return kc[bt_row.long()[pos // bs], pos % bs]  # (n, Hkv, D)
-
-
-@pytest.mark.parametrize("B,H,Hkv,D,bs,lens,window", [
-    (3, 4, 2, 32, 16, [1, 37, 64], None),
-    (4, 6, 2, 24, 8, [5, 9, 8, 30], 7),  # odd head dim, window, block boundaries
-    (2, 4, 4, 16, 4, [17, 3], None),  # no GQA
-])
-def test_reference_matches_dense(B, H, Hkv, D, bs, lens, window):
-    q, kc, vc, bt, cl = random_paged(B, H, Hkv, D, bs, lens, num_blocks=64)
-    out = paged_decode_reference(q, kc, vc, bt, cl, D ** -0.5, window)
-    for b in range(B):
-        k, v = dense_from_paged(kc, bt[b], lens[b]), dense_from_paged(vc, bt[b], lens[b])
-        torch.testing.assert_close(out[b].double(), dense_attention(q[b], k, v, D ** -0.5, window),
-                                   rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("B,H,Hkv,D,bs,lens,window", [
-    (3, 4, 2, 32, 16, [1, 37, 70], None),
-    (4, 6, 2, 24, 8, [5, 9, 8, 30], 7),
-    (2, 8, 1, 16, 4, [17, 3], None),  # 8 query heads on one KV head
-])
-def test_triton_paged_decode_matches_reference(B, H, Hkv, D, bs, lens, window):
-    from reversalkit.engine.paged_decode import paged_decode
-
-    q, kc, vc, bt, cl = random_paged(B, H, Hkv, D, bs, lens, num_blocks=64, seed=1)
-    ref = paged_decode_reference(q, kc, vc, bt, cl, D ** -0.5, window)
-    out = paged_decode(q, kc, vc, bt, cl, D ** -0.5, window)
-    # fp32 inputs, fp32 accumulation: both sides round at ~1e-7 of the largest value they average
-    # (outputs are convex combinations of V rows), so they differ by ~2e-7 of it; 2x that
-    torch.testing.assert_close(out, ref, rtol=0, atol=4e-7 * ref.abs().max().item())
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_triton_paged_decode_low_precision(dtype):
-    """Error against a float64 reference at most twice that of torch's own path in `dtype`."""
-    from reversalkit.engine.paged_decode import paged_decode
-
-    q, kc, vc, bt, cl = random_paged(3, 8, 2, 32, 16, [3, 40, 17], num_blocks=16, dtype=dtype, seed=2)
-    exact = paged_decode_reference(q.double(), kc.double(), vc.double(), bt, cl, 32 ** -0.5)
-    torch_err = (paged_decode_reference(q, kc, vc, bt, cl, 32 ** -0.5).double() - exact).abs().max()
-    err = (paged_decode(q, kc, vc, bt, cl, 32 ** -0.5).double() - exact).abs().max()
-    assert err <= 2 * torch_err + 1e-6
-
-
-def test_triton_paged_decode_rejects_bad_inputs():
-    from reversalkit.engine.paged_decode import paged_decode
-
-    q, kc, vc, bt, cl = random_paged(2, 4, 2, 16, 4, [3, 5], num_blocks=8)
-    with pytest.raises(ValueError, match="int32"):
-        paged_decode(q, kc, vc, bt.long(), cl, 0.25)
-    with pytest.raises(ValueError, match="does not match"):
-        paged_decode(q[..., :8], kc, vc, bt, cl, 0.25)
-
-
-def decode_matches_paged_reference(rows, cache, tables, lens, windows, H, use_kernel, check=None):
+def decode_matches_paged_reference(rows, cache, tables, lens, windows, H, backend, check=None):
     """Each layer's row decode of one new token per sequence against the paged reference over the
     sequences' whole contexts (lens include the new token); check(layer, pos, k) after each."""
     B, L, D = len(lens), len(windows), cache.data.shape[-1]
@@ -111,8 +26,7 @@ def decode_matches_paged_reference(rows, cache, tables, lens, windows, H, use_ke
     q = torch.randn(B, H, D)
     for layer in range(L):
         k, v = torch.randn(B, Hkv, D), torch.randn(B, Hkv, D)
-        attend = RowDecodeAttention(rows, pos, windows, D ** -0.5, use_kernel=use_kernel)
-        assert (attend.kernel is not None) == use_kernel
+        attend = RowDecodeAttention(rows, pos, windows, D ** -0.5, backend=backend)
         out = attend(layer, q, k, v).view(B, H, D)
         cache.store(layer, new_slots, k, v)
         ref = paged_decode_reference(q, cache.data[layer, 0], cache.data[layer, 1], tables,
@@ -122,14 +36,14 @@ def decode_matches_paged_reference(rows, cache, tables, lens, windows, H, use_ke
             check(layer, pos, k)
 
 
-@pytest.mark.parametrize("use_kernel", [True, False])
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
 @pytest.mark.parametrize("windows,prefix_len,D", [((None, None), 8, 16), ((None, 5, 12), 8, 16),
                                                   ((None,), 0, 16), ((None, 3), 4, 12)])
-def test_row_decode_matches_paged_reference(windows, prefix_len, D, use_kernel):
+def test_row_decode_matches_paged_reference(windows, prefix_len, D, backend):
     """Rows hold positions >= prefix_len; the shared prefix comes from the paged cache once.
     D=16 takes the kernel's AVX2 path, D=12 its scalar one; a window of 3 masks the whole prefix
     for some rows."""
-    if use_kernel:
+    if backend == "cpp":
         assert native() is not None and hasattr(native(), "row_attention_f32"), "build reversalkit._C"
     torch.manual_seed(0)
     L, Hkv, H, bs = len(windows), 2, 4, 4
@@ -147,19 +61,19 @@ def test_row_decode_matches_paged_reference(windows, prefix_len, D, use_kernel):
     for b, n in enumerate(lens):  # rows hold every token but the new one
         slots = context_slots(tables[b].long(), n - 1, bs)
         rows.fill(cache, slice(b, b + 1), slots[prefix_len:])
-    decode_matches_paged_reference(rows, cache, tables, lens, windows, H, use_kernel)
+    decode_matches_paged_reference(rows, cache, tables, lens, windows, H, backend)
 
 
-@pytest.mark.parametrize("use_kernel", [True, False])
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
 @pytest.mark.parametrize("windows,prefix_len,D", [((None, None), 8, 16), ((None, 5, 9), 8, 16),
                                                   ((None, 3), 0, 12), ((4,), 4, 16)])
-def test_row_decode_with_sample_groups_matches_paged_reference(windows, prefix_len, D, use_kernel):
+def test_row_decode_with_sample_groups_matches_paged_reference(windows, prefix_len, D, backend):
     """Samples of one prompt share its tokens after the prefix as a group, stored once: rows 0-2
     (group of 6 tokens; own tails of 0, 3 and 9 before the new token), row 3 alone (its prompt in
     its row), rows 4-5 (group of 2). Windows of 3-5 end inside the group or the prefix for some
     rows. Against the paged reference over each row's whole context; the new K/V land at the own
     row's next slot."""
-    if use_kernel:
+    if backend == "cpp":
         assert native() is not None and hasattr(native(), "row_attention_f32"), "build reversalkit._C"
     torch.manual_seed(2)
     L, Hkv, H, bs = len(windows), 2, 4, 4
@@ -197,7 +111,7 @@ def test_row_decode_with_sample_groups_matches_paged_reference(windows, prefix_l
         own_index = pos - prefix_len - rows.glen[:B]
         torch.testing.assert_close(rows.k[layer, torch.arange(B), :, own_index], k, rtol=0, atol=0)
 
-    decode_matches_paged_reference(rows, cache, tables, lens, windows, H, use_kernel, stored_in_own_row)
+    decode_matches_paged_reference(rows, cache, tables, lens, windows, H, backend, stored_in_own_row)
 
 
 def test_sample_group_moves_and_reuse():
@@ -254,28 +168,3 @@ def test_prefill_over_cached_prefix_matches_dense():
             ref = F.scaled_dot_product_attention(q_full[i].transpose(0, 1), kk, vv, attn_mask=allowed,
                                                  scale=D ** -0.5).transpose(0, 1)
             torch.testing.assert_close(got[i], ref[c:], rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("g,D,prefix_len", [(1, 64, 0), (3, 64, 5), (2, 32, 0), (8, 32, 3)])
-def test_row_kernel_group_sizes_match_torch(g, D, prefix_len):
-    """The kernel's AVX2 path specialises on the GQA group size and head dim (register blocking,
-    eight-token score blocks): every variant against the torch path on the same rows, with tails
-    that are and are not multiples of 8, and the new token's K/V stored by the kernel."""
-    assert native() is not None and hasattr(native(), "row_attention_f32"), "build reversalkit._C"
-    torch.manual_seed(1)
-    Hkv, B = 2, 4
-    H = g * Hkv
-    rows = RowKV(1, B, Hkv, D, max_tail=40, dtype=torch.float32)
-    rows.k.normal_()
-    rows.v.normal_()
-    rows.prefix_len = prefix_len
-    rows.prefix_k, rows.prefix_v = torch.randn(1, Hkv, prefix_len, D), torch.randn(1, Hkv, prefix_len, D)
-    pos = prefix_len + torch.tensor([0, 7, 16, 29])  # tails of 1, 8, 17 and 30 tokens
-    q, k, v = torch.randn(B, H, D), torch.randn(B, Hkv, D), torch.randn(B, Hkv, D)
-    before = rows.k.clone()
-    got = RowDecodeAttention(rows, pos, (None,), D ** -0.5, use_kernel=True)(0, q, k, v)
-    stored = rows.k.clone()
-    rows.k.copy_(before)
-    want = RowDecodeAttention(rows, pos, (None,), D ** -0.5, use_kernel=False)(0, q, k, v)
-    torch.testing.assert_close(stored, rows.k, rtol=0, atol=0)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

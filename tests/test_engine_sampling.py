@@ -1,24 +1,17 @@
-"""Sampling: the first-step distribution matches transformers' (chi-square), seeds reproduce
-whatever shares the batch, stop strings, log-probabilities, counter-based uniforms."""
+"""The engine's sampling: the first-step distribution matches transformers' (chi-square), seeds
+reproduce whatever shares the batch, stop strings, log-probabilities. The sampling op's paths are
+checked against its reference in test_kernels_sample_top_p.py."""
 
 import numpy as np
 import pytest
 import torch
+from reversalkit.kernels.sample_top_p import sample_top_p
 from scipy import stats
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from reversalkit._ext import native
 from reversalkit.engine import Engine, SamplingParams
-from reversalkit.engine.sampling import (
-    Sampler,
-    as_int64,
-    counter_uniforms,
-    process_logits,
-    sample_from_logits,
-    sample_native,
-    sample_top_p,
-)
+from reversalkit.engine.sampling import Sampler
 
 V = 40
 
@@ -74,89 +67,21 @@ def test_first_step_distribution_matches_hf(kw):
     assert stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue > 1e-3
 
 
-@pytest.mark.parametrize("scale", [0.05, 1.0, 4.0])  # flat, moderate, peaked distributions
-def test_top_p_rejection_sampler_is_the_nucleus_distribution(scale):
-    torch.manual_seed(0)
-    x = torch.randn(3, 30, dtype=torch.float64) * scale
-    expected = process_logits(x, SamplingParams(temperature=1.0, top_p=0.8)).softmax(-1)
-    N = 40000
-    keys = torch.arange(N, dtype=torch.int64) * 7919
-    ctr = torch.zeros(N, dtype=torch.int64)
-    for rounds in (8, 0):  # rejection, and the sorting fallback
-        for r in range(3):
-            tok = sample_top_p(x[r:r + 1].expand(N, -1).contiguous(), 0.8, keys, ctr, max_rounds=rounds)
-            freq = torch.bincount(tok, minlength=30).double() / N
-            assert (freq[expected[r] == 0] == 0).all()
-            assert (freq - expected[r]).abs().max() < 5 * (0.25 / N) ** 0.5  # 5 sigma
+@pytest.mark.gpu
+def test_sampler_runs_the_triton_path_on_cuda():
+    g = torch.Generator().manual_seed(5)
+    logits = (torch.randn(64, 32000, generator=g) * 3).cuda().bfloat16()
+    keys, ctr = torch.randint(-2**62, 2**62, (64,), generator=g).cuda(), torch.randint(0, 500, (64,)).cuda()
+    got = Sampler(SamplingParams(temperature=0.75, top_p=0.95))(logits, keys, ctr)[0]
+    assert torch.equal(got, sample_top_p(logits, 0.75, 0.95, keys, ctr, backend="triton"))
 
 
-def _native_top_p(x, top_p, keys, ctr, max_rounds):
-    assert native() is not None and hasattr(native(), "sample_rows_f32"), "build reversalkit._C"
-    return sample_native(x.float(), 1.0, top_p, keys, ctr, max_rounds=max_rounds)
-
-
-@pytest.mark.parametrize("scale", [0.05, 1.0, 4.0])
-def test_native_sampler_is_the_nucleus_distribution(scale):
-    """The C++ sampler (rejection, and with max_rounds=0 its sorting fallback) against the nucleus."""
-    torch.manual_seed(0)
-    x = torch.randn(2, 37, dtype=torch.float64) * scale
-    N = 40000
-    keys = torch.arange(N, dtype=torch.int64) * 7919 + 3
-    ctr = torch.full((N,), 5, dtype=torch.int64)
-    for top_p in (0.8, 1.0):
-        expected = process_logits(x, SamplingParams(temperature=1.0, top_p=top_p)).softmax(-1)
-        for rounds in (8, 0):
-            for r in range(2):
-                tok = _native_top_p(x[r:r + 1].expand(N, -1).contiguous(), top_p, keys, ctr, rounds)
-                freq = torch.bincount(tok, minlength=37).double() / N
-                assert (freq[expected[r] == 0] == 0).all()
-                assert (freq - expected[r]).abs().max() < 5 * (0.25 / N) ** 0.5  # 5 sigma
-
-
-@pytest.mark.parametrize("top_p", [0.9, 1.0])
-def test_native_sampler_draws_the_torch_paths_tokens(top_p):
-    """Same uniforms, same algorithm: the C++ rows equal the torch path's tokens but for draws
-    that land within float rounding of a CDF step (a few in a million)."""
-    torch.manual_seed(1)
-    B, V, T = 3000, 1003, 0.7  # V not a multiple of the 16-token blocks
-    logits = torch.randn(B, V) * torch.linspace(0.1, 6.0, B)[:, None]  # flat to peaked rows
-    keys = torch.randint(-2**62, 2**62, (B,))
-    ctr = torch.randint(0, 500, (B,))
-    params = SamplingParams(temperature=T, top_p=top_p)
-    got = Sampler(params)(logits, keys, ctr)[0]
-    want = Sampler(params, use_native=False)(logits, keys, ctr)[0]
-    assert _native_top_p(logits[:1], top_p, keys[:1], ctr[:1], 8) is not None
-    assert (got != want).sum() <= 2
-    torch.set_num_threads(2)  # rows split over threads: the same tokens
-    assert torch.equal(Sampler(params)(logits, keys, ctr)[0], got)
-    torch.set_num_threads(1)
-    lo = logits[:, :500]  # strided rows (a view of a wider buffer)
-    oracle = Sampler(params, use_native=False)
-    assert (Sampler(params)(lo, keys, ctr)[0] != oracle(lo, keys, ctr)[0]).sum() <= 2
-
-
-def test_counter_uniforms_match_splitmix_reference():
-    def ref(key, ctr):
-        m = (1 << 64) - 1
-        x = (key + ctr * 0x9E3779B97F4A7C15) & m
-        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
-        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
-        x ^= x >> 31
-        return ((x >> 11) + 0.5) * 2.0 ** -53
-
-    rng = np.random.default_rng(0)
-    keys = [int(k) for k in rng.integers(0, 2**63, 50)] + [2**64 - 1, 0]
-    ctrs = [int(c) for c in rng.integers(0, 10**6, len(keys))]
-    got = counter_uniforms(torch.tensor([as_int64(k) for k in keys]), torch.tensor(ctrs))
-    assert got.tolist() == [ref(k, c) for k, c in zip(keys, ctrs)]
-    u = counter_uniforms(torch.zeros(10000, dtype=torch.int64), torch.arange(10000))
-    assert 0 < u.min() and u.max() < 1 and abs(u.mean().item() - 0.5) < 0.01
-
-
-def test_inverse_cdf_never_picks_zero_probability_tokens():
-    x = torch.tensor([[0.0, float("-inf"), 0.0, float("-inf")]]).expand(4, -1)
-    tok = sample_from_logits(x, torch.tensor([1e-16, 0.5, 0.5 + 1e-12, 1 - 1e-16], dtype=torch.float64))
-    assert set(tok.tolist()) <= {0, 2}
+def test_sampler_applies_top_k_and_reports_logprobs():
+    g = torch.Generator().manual_seed(6)
+    logits, keys, ctr = torch.randn(8, V, generator=g), torch.arange(8), torch.zeros(8, dtype=torch.int64)
+    tokens, logprobs = Sampler(SamplingParams(temperature=0.9, top_k=3, logprobs=True))(logits, keys, ctr)
+    assert torch.equal(tokens, sample_top_p(logits, 0.9, 1.0, keys, ctr, top_k=3))
+    assert torch.allclose(logprobs, logits.log_softmax(-1).gather(1, tokens[:, None]).squeeze(1), atol=1e-6)
 
 
 def test_seeded_samples_do_not_depend_on_the_batch():

@@ -98,9 +98,10 @@ def log_prob_kernels() -> None:
 
 
 def engine_kernels() -> None:
+    from reversalkit.kernels.paged_decode import paged_decode
+    from reversalkit.kernels.sample_top_p import sample_top_p
+
     from reversalkit.engine import fused_ops
-    from reversalkit.engine.paged_decode import paged_decode
-    from reversalkit.engine.triton_sampling import sample_top_p_triton
 
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         x = torch.randn(5, 256, dtype=dtype)
@@ -116,9 +117,9 @@ def engine_kernels() -> None:
         tables = torch.arange(18, dtype=torch.int32).view(3, 6)
         lens = torch.tensor([5, 40, 96], dtype=torch.int32)
         for window in (None, 32):
-            paged_decode(q, kc, vc, tables, lens, D ** -0.5, window, block_n=64)
+            paged_decode(q, kc, vc, tables, lens, D ** -0.5, window, backend="triton", block_n=64)
         keys = torch.zeros(4, dtype=torch.int64)
-        sample_top_p_triton(torch.randn(4, 5000, dtype=dtype), 0.75, 0.95, keys, keys)
+        sample_top_p(torch.randn(4, 5000, dtype=dtype), 0.75, 0.95, keys, keys, backend="triton")
 
 
 def main() -> int:

@@ -8,9 +8,10 @@
 
 Pieces, each usable alone: sequence (SamplingParams, Completion, Sequence), block_manager (KV
 block allocator), scheduler, model (Llama-family forward), attention (paged KV storage,
-prefill, paged decode), paged_decode (Triton kernel), rows (CPU decode rows + fused C++ kernel),
-cuda_graphs, sampling, host (CPU allocator tuning), runner, engine. Tokenization is shared with
-training: reversalkit.tokenization.
+prefill, paged decode), rows (CPU decode rows), cuda_graphs, sampling, host (CPU allocator
+tuning), runner, engine. The decode attention and top-p sampling ops they call live in
+reversalkit.kernels (paged_decode, sample_top_p); tokenization is shared with training:
+reversalkit.tokenization.
 """
 
 from reversalkit.engine.engine import Engine

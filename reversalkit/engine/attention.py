@@ -5,9 +5,8 @@ token's slot is `block * block_size + offset`. Three ways to attend:
 
 - Prefill (`PrefillAttention`): each sequence's new tokens attend to its whole context (cached
   prefix blocks + new tokens) through SDPA, or flash-attn's varlen kernel on CUDA when installed.
-- Paged decode (`PagedDecodeAttention`): one query per sequence reads K/V through its block table:
-  the Triton kernel on CUDA (reversalkit/engine/paged_decode.py), a gather-based torch reference
-  elsewhere.
+- Paged decode (`PagedDecodeAttention`): one query per sequence reads K/V through its block table
+  (`reversalkit.kernels.paged_decode`: the Triton kernel on CUDA, a gather in torch elsewhere).
 - Row decode (rows.py, the CPU path): contiguous per-sequence KV rows plus cascade attention over
   the shared prefix and each prompt's sample group, because gathering scattered blocks every step
   costs ~10x the attention itself on a CPU.
@@ -20,7 +19,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-NEG_INF = float("-inf")
+from reversalkit.kernels.paged_decode import paged_decode
 
 
 class KVCache:
@@ -130,40 +129,20 @@ def _flash_varlen():
     return flash_attn_varlen_func
 
 
-def paged_decode_reference(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                           block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float,
-                           window: int | None = None) -> torch.Tensor:
-    """One-query attention through block tables, by gathering (the oracle of the Triton kernel).
-
-    q: (B, H, D); k_cache, v_cache: (num_blocks, block_size, Hkv, D); block_tables: (B, max_blocks);
-    context_lens: (B,) tokens per sequence, the query being the last -> (B, H, D) in q's dtype.
-    """
-    B, H, D = q.shape
-    nb, bs, Hkv, _ = k_cache.shape
-    g = H // Hkv
-    bt = block_tables.long()
-    k = k_cache[bt].view(B, -1, Hkv, D).permute(0, 2, 3, 1).float()  # (B, Hkv, D, L)
-    v = v_cache[bt].view(B, -1, Hkv, D).transpose(1, 2).float()  # (B, Hkv, L, D)
-    s = torch.matmul(q.float().view(B, Hkv, g, D), k) * scale  # (B, Hkv, g, L)
-    pos = torch.arange(k.shape[-1], device=q.device)
-    lens = context_lens.long()[:, None]
-    allowed = pos[None, :] < lens
-    if window is not None:
-        allowed &= pos[None, :] > lens - 1 - window
-    s = s.masked_fill(~allowed[:, None, None, :], NEG_INF)
-    return torch.matmul(s.softmax(-1), v).view(B, H, D).to(q.dtype)
-
-
 class PagedDecodeAttention:
-    """attend(layer, q, k, v) for one new token per sequence, reading K/V through block tables."""
+    """attend(layer, q, k, v) for one new token per sequence, reading K/V through block tables.
+
+    backend: `paged_decode`'s ("auto" | "triton" | "torch").
+    """
 
     def __init__(self, cache: KVCache, slots: torch.Tensor, block_tables: torch.Tensor,
-                 context_lens: torch.Tensor, windows: tuple[int | None, ...], scale: float, kernel):
+                 context_lens: torch.Tensor, windows: tuple[int | None, ...], scale: float,
+                 backend: str = "auto"):
         self.cache, self.slots, self.block_tables = cache, slots, block_tables
-        self.context_lens, self.windows, self.scale, self.kernel = context_lens, windows, scale, kernel
+        self.context_lens, self.windows, self.scale, self.backend = context_lens, windows, scale, backend
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         self.cache.store(layer, self.slots, k, v)
-        o = self.kernel(q, self.cache.data[layer, 0], self.cache.data[layer, 1], self.block_tables,
-                        self.context_lens, self.scale, self.windows[layer])
+        o = paged_decode(q, self.cache.data[layer, 0], self.cache.data[layer, 1], self.block_tables,
+                         self.context_lens, self.scale, self.windows[layer], backend=self.backend)
         return o.flatten(1)

@@ -6,10 +6,10 @@ KV after the shared prefix contiguous in a row of `RowKV`, extended by one token
 shared prefix (the few-shot examples every prompt starts with) is attended once for the whole
 batch as one matrix product of its scores. The n samples of one prompt share the prompt's tokens
 after that prefix as a sample group, stored once (see `RowKV`). The softmax over prefix + group +
-own tokens and the weighted values then run in reversalkit._C's fused kernel
-(csrc/decode_attention.cpp), or without the extension in torch (batched GEMMs, which at 2 x 32 by
-32 x ~100 per head spend most of their time on per-matrix overhead: 256 rows x 76 tokens,
-measured 4-9 ms vs 3-4 ms per layer on a loaded 2-core EPYC, 7x apart when the KV stays in cache).
+own tokens and the weighted values are `reversalkit.kernels.paged_decode.row_decode`: the fused C++
+kernel for float32 with the extension built, else batched torch GEMMs (which at 2 x 32 by 32 x ~100
+per head spend most of their time on per-matrix overhead: 256 rows x 76 tokens, measured 4-9 ms vs
+3-4 ms per layer on a loaded 2-core EPYC, 7x apart when the KV stays in cache).
 Decoded tokens live only in the rows: their blocks are reserved (memory accounting and preemption
 are the same on every backend) but neither written nor sealed, so a preempted sequence recomputes
 them.
@@ -19,13 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from reversalkit._ext import native
-from reversalkit.engine.attention import NEG_INF, KVCache
-
-
-def _row_kernel():
-    ext = native()
-    return getattr(ext, "row_attention_f32", None) if ext is not None else None
+from reversalkit.engine.attention import KVCache
+from reversalkit.kernels.paged_decode import row_decode
 
 
 class RowKV:
@@ -110,122 +105,41 @@ class RowKV:
 
 
 class RowDecodeAttention:
-    """attend(layer, q, k, v) on the CPU rows: shared prefix as one GEMM, each row's sample group
-    and own tokens by the fused kernel (float32 with the extension built, `use_kernel`) or by
-    torch's batched GEMMs.
+    """attend(layer, q, k, v) on the CPU rows: `row_decode` over the shared prefix, each row's sample
+    group and its own tokens, with each layer's window turned into per-row token ranges once per step.
 
-    positions: (B,) position of each row's new token (rows 0..B-1 run).
+    positions: (B,) position of each row's new token (rows 0..B-1 run); backend: row_decode's
+    ("auto" | "cpp" | "torch").
     """
 
     def __init__(self, rows: RowKV, positions: torch.Tensor, windows: tuple[int | None, ...], scale: float,
-                 use_kernel: bool = True):
-        self.rows, self.scale, self.windows = rows, scale, windows
-        B = positions.shape[0]
+                 backend: str = "auto"):
+        self.rows, self.scale, self.windows, self.backend = rows, scale, windows, backend
         Lc = rows.prefix_len
-        self.glen = rows.glen[:B].contiguous()  # (B,) group tokens of each row
-        self.group = rows.group[:B].contiguous()
+        self.glen = rows.glen[:positions.shape[0]].contiguous()  # (B,) group tokens of each row
+        self.group = rows.group[:positions.shape[0]].contiguous()
         own = positions - Lc - self.glen  # (B,) index of the new token in its row
-        self.B, self.Lc = B, Lc
-        self.kernel = _row_kernel() if use_kernel and rows.k.dtype == torch.float32 else None
-        if self.kernel is not None:
-            self._init_kernel(positions, own)
-        else:
-            Hkv = rows.k.shape[2]
-            row_idx = torch.arange(B)[:, None] * Hkv + torch.arange(Hkv)[None, :]  # (B, Hkv)
-            self.write_idx = (row_idx * rows.max_tail + own[:, None]).flatten()
-            self._init_torch(positions, own)
-
-    def _init_kernel(self, positions: torch.Tensor, own: torch.Tensor) -> None:
         self.hi = (own + 1).contiguous()  # (B,) row tokens [lo, hi) of each row
         # window -> (row lo, prefix lo, group lo)
         self.lo: dict[int | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        for w in set(self.windows):
+        for w in set(windows):
             if w is None:
                 zeros = torch.zeros_like(own)
                 self.lo[w] = (zeros, zeros, zeros)
             else:  # keys > position - w stay visible
                 first = positions - w + 1
-                self.lo[w] = ((first - self.Lc - self.glen).clamp_(min=0).contiguous(),
+                self.lo[w] = ((first - Lc - self.glen).clamp_(min=0).contiguous(),
                               first.clamp(min=0).contiguous(),
-                              torch.minimum((first - self.Lc).clamp_(min=0), self.glen).contiguous())
-        self.threads = torch.get_num_threads()
-
-    def _init_torch(self, positions: torch.Tensor, own: torch.Tensor) -> None:
-        Lc = self.Lc
-        self.Lt = int(own.max()) + 1
-        self.Gt = int(self.glen.max()) if self.B else 0
-        self.biases: dict[int | None, torch.Tensor] = {}
-        B = self.B
-        t = torch.arange(self.Gt)
-        key_pos = torch.cat([  # (B, Lc + Gt + Lt): each key's position; group slots past glen: never
-            torch.arange(Lc).expand(B, Lc),
-            torch.where(t[None, :] < self.glen[:, None], Lc + t[None, :], positions.max() + 1),
-            Lc + self.glen[:, None] + torch.arange(self.Lt)[None, :]], dim=1)
-        for w in set(self.windows):
-            allowed = key_pos <= positions[:, None]
-            if w is not None:
-                allowed &= key_pos > positions[:, None] - w
-            bias = torch.zeros(B, 1, 1, key_pos.shape[1], dtype=self.rows.k.dtype)
-            self.biases[w] = bias.masked_fill_(~allowed[:, None, None, :], NEG_INF)
+                              torch.minimum((first - Lc).clamp_(min=0), self.glen).contiguous())
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q: (B, H, D); k, v: (B, Hkv, D) -> (B, H * D)."""
-        if self.kernel is not None:  # the kernel stores k, v in the rows itself
-            return self._fused(layer, q.contiguous(), k.contiguous(), v.contiguous())
+        """q: (B, H, D); k, v: (B, Hkv, D), stored in the rows -> (B, H * D)."""
         R = self.rows
-        B, H, D = q.shape
-        Hkv = k.shape[1]
-        R.k[layer].view(-1, D).index_copy_(0, self.write_idx, k.reshape(B * Hkv, D))
-        R.v[layer].view(-1, D).index_copy_(0, self.write_idx, v.reshape(B * Hkv, D))
-        return self._torch(layer, q)
-
-    def _fused(self, layer: int, q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor) -> torch.Tensor:
-        R, w = self.rows, self.windows[layer]
-        B, H, D = q.shape
-        Hkv = R.k.shape[2]
-        g, Lc = H // Hkv, self.Lc
-        out = torch.empty(B, H, D)
-        k, v = R.k[layer], R.v[layer]  # (rows, Hkv, max_tail, D)
-        lo, prefix_lo, group_lo = self.lo[w]
-        sc_ptr = pv_ptr = 0
-        if Lc:  # scores against the shared prefix: one GEMM for the batch, (Hkv, B*g, Lc)
-            qc = (q * self.scale).view(B, Hkv, g, D).permute(1, 0, 2, 3).reshape(Hkv, B * g, D)
-            sc = torch.matmul(qc, R.prefix_k[layer].transpose(1, 2))
-            sc_ptr, pv_ptr = sc.data_ptr(), R.prefix_v[layer].data_ptr()
-        groups = {}
+        lo, prefix_lo, group_lo = self.lo[self.windows[layer]]
+        prefix = (R.prefix_k[layer], R.prefix_v[layer], prefix_lo) if R.prefix_len else None
+        groups = None
         if R.group_k.shape[1]:
-            gk, gv = R.group_k[layer], R.group_v[layer]  # (groups, Hkv, group_tail, D)
-            groups = dict(group_k=gk.data_ptr(), group_v=gv.data_ptr(), group_stride=gk.stride(0),
-                          group_head_stride=gk.stride(1), group=self.group.data_ptr(),
-                          group_lo=group_lo.data_ptr(), group_hi=self.glen.data_ptr())
-        self.kernel(q.data_ptr(), k.data_ptr(), v.data_ptr(), k.stride(0), k.stride(1), lo.data_ptr(),
-                    self.hi.data_ptr(), sc_ptr, pv_ptr, Lc, prefix_lo.data_ptr(), B, H, Hkv, D, self.scale,
-                    out.data_ptr(), self.threads, k_new.data_ptr(), v_new.data_ptr(), **groups)
-        return out.view(B, H * D)
-
-    def _torch(self, layer: int, q: torch.Tensor) -> torch.Tensor:
-        R = self.rows
-        B, H, D = q.shape
-        Hkv = R.k.shape[2]
-        g, Lc, Gt, Lt = H // Hkv, self.Lc, self.Gt, self.Lt
-        q4 = (q * self.scale).view(B, Hkv, g, D)
-        parts = []
-        if Lc:
-            qc = q4.permute(1, 0, 2, 3).reshape(Hkv, B * g, D)
-            sc = torch.matmul(qc, R.prefix_k[layer].transpose(1, 2))  # (Hkv, B*g, Lc)
-            parts.append(sc.view(Hkv, B, g, Lc).permute(1, 0, 2, 3))
-        if Gt:
-            gk = R.group_k[layer][self.group.clamp(min=0), :, :Gt]  # (B, Hkv, Gt, D)
-            gv = R.group_v[layer][self.group.clamp(min=0), :, :Gt]
-            parts.append(torch.matmul(q4, gk.transpose(-1, -2)))  # (B, Hkv, g, Gt)
-        parts.append(torch.matmul(q4, R.k[layer, :B, :, :Lt].transpose(-1, -2)))  # (B, Hkv, g, Lt)
-        s = torch.cat(parts, dim=-1)  # (B, Hkv, g, Lc + Gt + Lt)
-        p = (s + self.biases[self.windows[layer]]).softmax(-1)
-        o = torch.matmul(p[..., Lc + Gt:], R.v[layer, :B, :, :Lt])  # (B, Hkv, g, D)
-        if Gt:
-            o = o + torch.matmul(p[..., Lc:Lc + Gt], gv)
-        if Lc:
-            pc = p[..., :Lc].permute(1, 0, 2, 3).reshape(Hkv, B * g, Lc)
-            oc = torch.matmul(pc, R.prefix_v[layer])  # (Hkv, B*g, D)
-            o = o + oc.view(Hkv, B, g, D).permute(1, 0, 2, 3)
-        return o.reshape(B, H * D)
+            groups = (R.group_k[layer], R.group_v[layer], self.group, group_lo, self.glen)
+        out = row_decode(q, R.k[layer], R.v[layer], lo, self.hi, self.scale, new_kv=(k, v), prefix=prefix,
+                         groups=groups, backend=self.backend)
+        return out.view(q.shape[0], -1)

@@ -29,14 +29,14 @@ from reversalkit.engine.attention import (
     PrefillAttention,
     PrefillSeq,
     context_slots,
-    paged_decode_reference,
 )
 from reversalkit.engine.cuda_graphs import DecodeGraphs
 from reversalkit.engine.model import LlamaFamilyModel
 from reversalkit.engine.rows import RowDecodeAttention, RowKV
-from reversalkit.engine.sampling import Sampler, as_int64
+from reversalkit.engine.sampling import Sampler
 from reversalkit.engine.scheduler import Admission, DecodeStep, PrefillStep
 from reversalkit.engine.sequence import Sequence
+from reversalkit.kernels.sample_top_p import as_int64
 
 DECODE_BACKENDS = ("auto", "rows", "triton", "reference")
 
@@ -81,13 +81,7 @@ class ModelRunner:
         self.rows: RowKV | None = None
         self.prefix_len = 0
         self.use_flash = dev.type == "cuda"
-        self._kernel = None
-        if decode_backend == "triton":
-            from reversalkit.engine.paged_decode import paged_decode  # noqa: PLC0415
-
-            self._kernel = paged_decode
-        elif decode_backend == "reference":
-            self._kernel = paged_decode_reference
+        self._paged_backend = "torch" if decode_backend == "reference" else "triton"  # paged_decode's
         self.graphs = None
         if cuda_graphs and dev.type == "cuda" and decode_backend != "rows":
             self.graphs = DecodeGraphs(max_rows, scratch_block=num_blocks)
@@ -229,7 +223,7 @@ class ModelRunner:
             blocks = self.block_tables[:B].gather(1, (pos // bs).unsqueeze(1)).squeeze(1)
             slots = blocks.long() * bs + pos % bs
             attend = PagedDecodeAttention(self.cache, slots, self.block_tables[:B], (pos + 1).int(),
-                                          m.spec.windows, m.scale, self._kernel)
+                                          m.spec.windows, m.scale, self._paged_backend)
         return m.logits(m.hidden_states(self.row_tokens[:B], pos, attend))
 
     @torch.inference_mode()
