@@ -1,10 +1,13 @@
-"""Backend choice and shared helpers for the log-prob and DPO kernels.
+"""Backend choice and shared helpers for the kernels.
 
-Every public op takes `backend="auto" | "triton" | "torch"`:
-- "auto": Triton for CUDA tensors (when triton is installed), the chunked torch path otherwise.
+Every public op takes `backend="auto" | "triton" | "torch"`, the model's elementwise ops (rms_norm,
+rope, silu_mul) also "cpp":
+- "auto": Triton for CUDA tensors (when triton is installed); on the CPU, an op's C++ entry in
+  reversalkit._C for float32 where it has one and the extension is built; the torch path otherwise.
 - "triton": the Triton kernels whatever the device. On CPU tensors this needs Triton's interpreter
   (`TRITON_INTERPRET=1` set before triton is imported); tests use it to run the GPU code on CPU.
-- "torch": the chunked plain-torch path (the CPU path), also on CUDA tensors.
+- "cpp": the op's C++ entry (float32 CPU tensors, reversalkit._C built).
+- "torch": the plain-torch path (the CPU path), also on CUDA tensors.
 
 The choice is an argument, never module state, so two callers in one process never disagree.
 """
@@ -14,6 +17,8 @@ from __future__ import annotations
 import os
 
 import torch
+
+from reversalkit._ext import native
 
 try:  # triton is optional: the CPU path needs only torch
     import triton
@@ -28,6 +33,7 @@ except ImportError:  # pragma: no cover - old triton or no triton
     libdevice = None
 
 BACKENDS = ("auto", "triton", "torch")
+OP_BACKENDS = ("auto", "triton", "cpp", "torch")
 
 if triton is not None:
     # exp/log for the kernels: libdevice's correctly rounded ones when PRECISE (see `precise_math`).
@@ -60,6 +66,11 @@ def has_triton() -> bool:
     return triton is not None
 
 
+def next_pow2(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1): Triton block sizes."""
+    return 1 << max(0, (n - 1).bit_length())
+
+
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -80,6 +91,37 @@ def resolve_backend(backend: str, *tensors: torch.Tensor) -> str:
                 "triton is first imported, or use backend='torch' / move the tensors to CUDA"
             )
     return backend
+
+
+def resolve_op_backend(op: str, backend: str, tensors: tuple[torch.Tensor, ...], *, triton_fits: bool,
+                       cpp_entry: str | None, cpp_fits: bool = True) -> str:
+    """The path an op runs, "triton" | "cpp" | "torch", picked from device, dtype and availability.
+
+    triton_fits: the op's Triton kernel takes these arguments (layout, head size, ...).
+    cpp_entry: the op's function in reversalkit._C, None where it has none; cpp_fits: the entry takes
+    these arguments beyond being float32 CPU tensors. "auto" takes Triton for CUDA tensors, the C++
+    entry for float32 CPU tensors when the extension is built, torch otherwise; an explicit backend
+    that cannot run raises ValueError saying why.
+    """
+    if backend not in OP_BACKENDS:
+        raise ValueError(f"{op}: backend={backend!r} is not one of {OP_BACKENDS}")
+    if backend == "torch":
+        return "torch"
+    if backend == "triton" or (backend == "auto" and tensors[0].is_cuda):
+        if backend == "auto" and not (triton_fits and has_triton()):
+            return "torch"
+        if not triton_fits:
+            raise ValueError(f"{op}: the Triton kernel does not take these arguments (see {op}'s docstring)")
+        return resolve_backend("triton", *tensors)
+    ext = native() if cpp_entry is not None else None
+    cpp_ok = (ext is not None and hasattr(ext, cpp_entry) and cpp_fits
+              and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors))
+    if backend == "cpp" and not cpp_ok:
+        raise ValueError(
+            f"{op}: backend='cpp' needs float32 CPU tensors of a layout its C++ entry takes and "
+            f"reversalkit._C built with {cpp_entry or 'a C++ entry for this op (it has none)'}; got "
+            f"{tensors[0].dtype} on {tensors[0].device} (build with `pip install -e .`, or use backend='auto')")
+    return "cpp" if cpp_ok else "torch"
 
 
 def precise_math(x: torch.Tensor) -> bool:
