@@ -14,6 +14,7 @@ The choice is an argument, never module state, so two callers in one process nev
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -93,6 +94,13 @@ def resolve_backend(backend: str, *tensors: torch.Tensor) -> str:
     return backend
 
 
+@functools.cache
+def has_cpp(entry: str | None) -> bool:
+    """Whether reversalkit._C is built with the function `entry` (None: never)."""
+    ext = native() if entry is not None else None
+    return ext is not None and hasattr(ext, entry)
+
+
 def resolve_op_backend(op: str, backend: str, tensors: tuple[torch.Tensor, ...], *, triton_fits: bool,
                        cpp_entry: str | None, cpp_fits: bool = True) -> str:
     """The path an op runs, "triton" | "cpp" | "torch", picked from device, dtype and availability.
@@ -101,27 +109,28 @@ def resolve_op_backend(op: str, backend: str, tensors: tuple[torch.Tensor, ...],
     cpp_entry: the op's function in reversalkit._C, None where it has none; cpp_fits: the entry takes
     these arguments beyond being float32 CPU tensors. "auto" takes Triton for CUDA tensors, the C++
     entry for float32 CPU tensors when the extension is built, torch otherwise; an explicit backend
-    that cannot run raises ValueError saying why.
+    that cannot run raises ValueError saying why. Runs on every call of an op, so it reads only
+    cheap tensor attributes (a decode step calls the model's ops ~10 times per layer).
     """
+    if backend == "auto" and not tensors[0].is_cuda:
+        cpp_ok = cpp_fits and has_cpp(cpp_entry) and all(t.is_cpu and t.dtype is torch.float32 for t in tensors)
+        return "cpp" if cpp_ok else "torch"
     if backend not in OP_BACKENDS:
         raise ValueError(f"{op}: backend={backend!r} is not one of {OP_BACKENDS}")
     if backend == "torch":
         return "torch"
-    if backend == "triton" or (backend == "auto" and tensors[0].is_cuda):
+    if backend == "triton" or backend == "auto":  # "auto" here: CUDA tensors
         if backend == "auto" and not (triton_fits and has_triton()):
             return "torch"
         if not triton_fits:
             raise ValueError(f"{op}: the Triton kernel does not take these arguments (see {op}'s docstring)")
         return resolve_backend("triton", *tensors)
-    ext = native() if cpp_entry is not None else None
-    cpp_ok = (ext is not None and hasattr(ext, cpp_entry) and cpp_fits
-              and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors))
-    if backend == "cpp" and not cpp_ok:
+    if not (cpp_fits and has_cpp(cpp_entry) and all(t.is_cpu and t.dtype is torch.float32 for t in tensors)):
         raise ValueError(
             f"{op}: backend='cpp' needs float32 CPU tensors of a layout its C++ entry takes and "
             f"reversalkit._C built with {cpp_entry or 'a C++ entry for this op (it has none)'}; got "
             f"{tensors[0].dtype} on {tensors[0].device} (build with `pip install -e .`, or use backend='auto')")
-    return "cpp" if cpp_ok else "torch"
+    return "cpp"
 
 
 def precise_math(x: torch.Tensor) -> bool:

@@ -16,6 +16,8 @@ Paths, picked by `_backend.resolve_op_backend` from device, dtype and availabili
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ._backend import native, next_pow2, resolve_op_backend, tl, triton
@@ -52,28 +54,68 @@ def _rows_forward_triton(qkv, positions, cos, sin_signed, n):
     return out
 
 
-def _rows_forward_cpp(qkv, positions, cos, sin_signed, n):
-    out = torch.empty(qkv.shape[0], n, cos.shape[1])
-    native().rope_f32(qkv.numpy(), positions.numpy(), cos.numpy(), sin_signed.numpy(), out.numpy())
-    return out
-
-
-def rope_rows_forward(qkv: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor,
-                      n: int, path: str) -> torch.Tensor:
-    """rope on a resolved path ("triton" | "cpp" | "torch"); see `rope`."""
-    if path == "triton":
-        return _rows_forward_triton(qkv, positions, cos, sin_signed, n)
-    if path == "cpp":
-        return _rows_forward_cpp(qkv, positions, cos, sin_signed, n)
-    return rope_reference(qkv, positions, cos, sin_signed, n)
-
-
 def rope_reference(qkv: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor,
                    n: int) -> torch.Tensor:
     """Plain torch: roll, two products and a sum. (T, n, D), in qkv's dtype."""
-    D = cos.shape[1]
+    return _rotate(qkv, cos[positions].unsqueeze(1), sin_signed[positions].unsqueeze(1), n)
+
+
+def _rotate(qkv: torch.Tensor, cos_t: torch.Tensor, sin_t: torch.Tensor, n: int) -> torch.Tensor:
+    """The reference's arithmetic on tables already gathered at the positions: cos_t, sin_t (T, 1, D)."""
+    D = cos_t.shape[-1]
     qk = qkv[:, :n * D].view(qkv.shape[0], n, D)
-    return qk * cos[positions].unsqueeze(1) + qk.roll(D // 2, -1) * sin_signed[positions].unsqueeze(1)
+    return qk * cos_t + qk.roll(D // 2, -1) * sin_t
+
+
+def _check_tables(positions, cos, sin_signed):
+    if cos.dim() != 2 or sin_signed.shape != cos.shape or cos.shape[1] % 2:
+        raise ValueError(f"rope: cos and sin_signed must be (P, D) with D even, got {tuple(cos.shape)} and "
+                         f"{tuple(sin_signed.shape)}")
+    if positions.dim() != 1:
+        raise ValueError(f"rope: positions must be (T,), got {tuple(positions.shape)}")
+
+
+def _check_qkv(qkv, positions, n, D):
+    if qkv.dim() != 2 or qkv.shape[1] < n * D or qkv.shape[0] != positions.shape[0]:
+        raise ValueError(f"rope: qkv must be (T, >= n * D = {n * D}) with T = {positions.shape[0]} positions, "
+                         f"got {tuple(qkv.shape)}")
+
+
+def _resolve(backend, tensors, positions, cos, sin_signed, unit_stride=True, grad_free=True):
+    D = cos.shape[1]
+    return resolve_op_backend(
+        "rope", backend, tensors, triton_fits=not D & (D - 1) and unit_stride, cpp_entry="rope_f32",
+        cpp_fits=(unit_stride and grad_free and positions.dtype == torch.int64 and positions.is_contiguous()
+                  and cos.is_contiguous() and sin_signed.is_contiguous()))
+
+
+def _bind(path, positions, cos, sin_signed) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """rope(qkv, n) on a resolved path for fixed positions and tables, their per-call work done once."""
+    D = cos.shape[1]
+    if path == "triton":
+        def triton_path(qkv: torch.Tensor, n: int) -> torch.Tensor:
+            _check_qkv(qkv, positions, n, D)  # the kernel reads n * D columns of each row
+            return _rows_forward_triton(qkv, positions, cos, sin_signed, n)
+        return triton_path
+    if path == "cpp":
+        pos_a, cos_a, sin_a, ext = positions.numpy(), cos.numpy(), sin_signed.numpy(), native()
+
+        def cpp(qkv: torch.Tensor, n: int) -> torch.Tensor:
+            out = torch.empty(qkv.shape[0], n, D)
+            ext.rope_f32(qkv.numpy(), pos_a, cos_a, sin_a, out.numpy())  # checks every argument
+            return out
+        return cpp
+    cos_t, sin_t = cos[positions].unsqueeze(1), sin_signed[positions].unsqueeze(1)  # (T, 1, D)
+    return lambda qkv, n: _rotate(qkv, cos_t, sin_t, n)
+
+
+def rope_fn(positions: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor, *, backend: str = "auto"
+            ) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """`rope` with the path picked once, from the tables, for every qkv of one forward pass:
+    rope_fn(positions, cos, sin_signed)(qkv, n) == rope(qkv, positions, cos, sin_signed, n). qkv must
+    have the tables' device and dtype (the C++ pass checks it)."""
+    _check_tables(positions, cos, sin_signed)
+    return _bind(_resolve(backend, (cos, sin_signed), positions, cos, sin_signed), positions, cos, sin_signed)
 
 
 def rope(qkv: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor, n: int, *,
@@ -84,16 +126,8 @@ def rope(qkv: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin_sign
     backend "auto": Triton on CUDA for a power-of-two D, the C++ pass for float32 CPU tensors, torch
     otherwise. Positions must lie in [0, P) (checked on the C++ path; the others index the tables).
     """
-    if cos.dim() != 2 or sin_signed.shape != cos.shape or cos.shape[1] % 2:
-        raise ValueError(f"rope: cos and sin_signed must be (P, D) with D even, got {tuple(cos.shape)} and "
-                         f"{tuple(sin_signed.shape)}")
-    D = cos.shape[1]
-    if qkv.dim() != 2 or qkv.shape[1] < n * D or positions.shape != qkv.shape[:1]:
-        raise ValueError(f"rope: qkv must be (T, >= n * D = {n * D}) and positions (T,), got {tuple(qkv.shape)} "
-                         f"and {tuple(positions.shape)}")
-    path = resolve_op_backend(
-        "rope", backend, (qkv, cos, sin_signed), triton_fits=not D & (D - 1) and qkv.stride(-1) == 1,
-        cpp_entry="rope_f32",
-        cpp_fits=(not qkv.requires_grad and qkv.stride(-1) == 1 and positions.dtype == torch.int64
-                  and positions.is_contiguous() and cos.is_contiguous() and sin_signed.is_contiguous()))
-    return rope_rows_forward(qkv, positions, cos, sin_signed, n, path)
+    _check_tables(positions, cos, sin_signed)
+    _check_qkv(qkv, positions, n, cos.shape[1])
+    path = _resolve(backend, (qkv, cos, sin_signed), positions, cos, sin_signed, qkv.stride(-1) == 1,
+                    not qkv.requires_grad)
+    return _bind(path, positions, cos, sin_signed)(qkv, n)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from reversalkit.kernels.rope import rope, rope_reference
+from reversalkit.kernels.rope import rope, rope_fn, rope_reference
 from test_kernels_logprob import assert_within_torch_error
 from test_kernels_rms_norm import DEV, DTYPES, check_reference_bound, needs_native, paths
 
@@ -42,6 +42,16 @@ def test_rope_every_path(dtype, T, n, D):
         if path in ("torch", "cpp"):  # the C++ pass rounds as torch's ops do: greedy parity rests on it
             assert torch.equal(got, want), path
         assert_within_torch_error(f"rope {path}", got, want, exact, dtype)
+
+
+@pytest.mark.parametrize("T,n,D", SHAPES[:2])
+def test_rope_fn_is_rope_with_the_path_picked_once(T, n, D):
+    """The model's form: tables bound once per forward, then one call per layer."""
+    qkv, pos, cos, sin = inputs(T, n, D, torch.float32)
+    for path in paths(torch.float32):
+        bound = rope_fn(pos, cos, sin, backend=path)
+        assert torch.equal(bound(qkv, n), rope(qkv, pos, cos, sin, n, backend=path)), path
+        assert torch.equal(bound(qkv, n - 1), rope(qkv, pos, cos, sin, n - 1, backend=path)), path
 
 
 @needs_native

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from reversalkit.kernels.rms_norm import add_rms_norm
-from reversalkit.kernels.rope import rope
+from reversalkit.kernels.rope import rope_fn
 from reversalkit.kernels.silu_mul import silu_mul
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
@@ -254,7 +254,7 @@ class LlamaFamilyModel:
     def _rope_fn(self, positions: torch.Tensor) -> Callable[[torch.Tensor, int], torch.Tensor]:
         """rope(qkv (T, >= n * D), n) -> the first n heads rotated at `positions`, (T, n, D)."""
         pos = positions.to(torch.int64).contiguous()
-        return lambda qkv, n: rope(qkv, pos, self.cos, self.sin_signed, n, backend=self.ops_backend)
+        return rope_fn(pos, self.cos, self.sin_signed, backend=self.ops_backend)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, hidden) -> (N, V) in float32."""
