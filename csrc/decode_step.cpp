@@ -285,40 +285,55 @@ void bind_decode_step(py::module_& m) {
         "keys, counters int64 (B,); out int64 (B,) gets each token, or -1 for a row whose nucleus draw\n"
         "was rejected max_rounds times (the caller samples those rows another way). Row b's draws are\n"
         "reversalkit.kernels.sample_top_p's: counter_uniforms(key + r * salt, counter).");
+    using reversalkit::checked;
     m.def(
         "rope_f32",
-        [](uintptr_t x, int64_t x_stride, uintptr_t positions, uintptr_t cos, uintptr_t sin_signed, int64_t T,
-           int64_t heads, int64_t D, uintptr_t out) {
-            if (T < 0 || heads <= 0 || D <= 0 || D % 2 || x_stride < heads * D)
-                throw std::invalid_argument("rope_f32: bad shape T=" + std::to_string(T) + " heads=" +
-                                            std::to_string(heads) + " D=" + std::to_string(D) +
-                                            " x_stride=" + std::to_string(x_stride));
-            const reversalkit::RopeArgs a{reinterpret_cast<const float*>(x), x_stride,
-                                          reinterpret_cast<const int64_t*>(positions),
-                                          reinterpret_cast<const float*>(cos),
-                                          reinterpret_cast<const float*>(sin_signed), heads, D,
-                                          reinterpret_cast<float*>(out)};
+        [](const py::array& x, const py::array& positions, const py::array& cos, const py::array& sin_signed,
+           const py::array& out) {
+            constexpr const char* fn = "rope_f32";
+            const float* cp = checked<float>(cos, fn, "cos", {-1, -1});
+            const int64_t P = cos.shape(0), D = cos.shape(1);
+            if (D % 2) reversalkit::bad_argument(fn, "cos", "must have an even head_dim, got shape " +
+                                                               reversalkit::shape_str(cos));
+            const float* sp = checked<float>(sin_signed, fn, "sin_signed", {P, D});
+            float* op = checked<float>(out, fn, "out", {-1, -1, D}, true, true);
+            const int64_t T = out.shape(0), heads = out.shape(1);
+            const float* xp = checked<float>(x, fn, "x", {T, -1}, false);
+            if (x.shape(1) < heads * D)
+                reversalkit::bad_argument(fn, "x", "has shape " + reversalkit::shape_str(x) + " but rows must hold at least "
+                                          "heads * D = " + std::to_string(heads * D) + " floats (out is " +
+                                          reversalkit::shape_str(out) + ")");
+            const int64_t* pp = checked<int64_t>(positions, fn, "positions", {T});
+            for (int64_t t = 0; t < T; ++t)
+                if (pp[t] < 0 || pp[t] >= P)
+                    reversalkit::bad_argument(fn, "positions", "must lie in [0, " + std::to_string(P) +
+                                              ") (the rows of cos), got " + std::to_string(pp[t]));
+            const reversalkit::RopeArgs a{xp, reversalkit::stride_of<float>(x, 0), pp, cp, sp, heads, D, op};
             py::gil_scoped_release release;
             reversalkit::rope_rows(a, 0, T);
         },
-        py::arg("x"), py::arg("x_stride"), py::arg("positions"), py::arg("cos"), py::arg("sin_signed"),
-        py::arg("T"), py::arg("heads"), py::arg("D"), py::arg("out"),
-        "Rotary embedding on raw float32 buffers by address: out (T, heads, D) = x * cos[pos] +\n"
-        "roll(x, D/2) * sin_signed[pos], rounded like torch's separate ops (bitwise equal to them);\n"
-        "x row t at x + t*x_stride, heads*D floats; positions int64 (T,); cos, sin_signed (P, D).");
+        py::arg("x"), py::arg("positions"), py::arg("cos"), py::arg("sin_signed"), py::arg("out"),
+        "Rotary embedding of the first `heads` heads of float32 rows x (T, >= heads*D; rows may be strided):\n"
+        "out (T, heads, D) = x * cos[pos] + roll(x, D/2) * sin_signed[pos], rounded like torch's separate\n"
+        "ops (bitwise equal to them); positions int64 (T,) in [0, P); cos, sin_signed (P, D). out is written.");
     m.def(
         "rms_norm_f32",
-        [](uintptr_t x, uintptr_t residual, uintptr_t w, float eps, int64_t T, int64_t N, uintptr_t out) {
-            if (T < 0 || N <= 0) throw std::invalid_argument("rms_norm_f32: bad shape T=" + std::to_string(T) +
-                                                            " N=" + std::to_string(N));
-            const reversalkit::RmsNormArgs a{reinterpret_cast<float*>(x), reinterpret_cast<const float*>(residual),
-                                             reinterpret_cast<const float*>(w), eps, N,
-                                             reinterpret_cast<float*>(out)};
+        [](const py::array& x, const py::object& residual, const py::array& w, float eps, const py::array& out) {
+            constexpr const char* fn = "rms_norm_f32";
+            float* xp = checked<float>(x, fn, "x", {-1, -1}, true, !residual.is_none());
+            const int64_t T = x.shape(0), N = x.shape(1);
+            if (N <= 0) reversalkit::bad_argument(fn, "x", "must have rows of at least one float, got shape " +
+                                                             reversalkit::shape_str(x));
+            const float* rp = residual.is_none()
+                                  ? nullptr
+                                  : checked<float>(py::array(residual), fn, "residual", {T, N});
+            const reversalkit::RmsNormArgs a{xp, rp, checked<float>(w, fn, "w", {N}), eps, N,
+                                             checked<float>(out, fn, "out", {T, N}, true, true)};
             py::gil_scoped_release release;
             reversalkit::rms_norm_rows(a, 0, T);
         },
-        py::arg("x"), py::arg("residual"), py::arg("w"), py::arg("eps"), py::arg("T"), py::arg("N"), py::arg("out"),
-        "RMSNorm of T contiguous float32 rows of N by address, optionally after x += residual (in place;\n"
-        "residual 0: none): out = x * rsqrt(mean(x^2) + eps) * w, in torch's order of float operations\n"
+        py::arg("x"), py::arg("residual"), py::arg("w"), py::arg("eps"), py::arg("out"),
+        "RMSNorm of contiguous float32 rows x (T, N), optionally after x += residual (T, N) (in place; None:\n"
+        "none): out (T, N) = x * rsqrt(mean(x^2) + eps) * w, w (N,), in torch's order of float operations\n"
         "(callers check bitwise agreement with torch for their N before relying on it).");
 }

@@ -217,6 +217,8 @@ void swiglu_backward(const float* dy, const float* g, const float* u, float* dg,
 // ---- Python bindings (declared in bindings.cpp) ----
 #include <pybind11/pybind11.h>
 
+#include "arrays.h"
+
 namespace py = pybind11;
 
 namespace {
@@ -235,74 +237,85 @@ void check_rows(const char* name, int64_t rows, int64_t H) {
 }  // namespace
 
 void bind_train_ops(py::module_& m) {
+    using reversalkit::checked;
     m.def(
         "rms_norm_train_forward_f32",
-        [](uintptr_t x, uintptr_t w, uintptr_t y, uintptr_t rstd, int64_t rows, int64_t H, double eps,
+        [](const py::array& x, const py::array& w, const py::array& y, const py::array& rstd, double eps,
            int64_t num_threads) {
-            check_rows("rms_norm_train_forward_f32", rows, H);
-            const reversalkit::RmsNormTrainArgs a{reinterpret_cast<const float*>(x), reinterpret_cast<const float*>(w),
-                                                  reinterpret_cast<float*>(y), reinterpret_cast<float*>(rstd), H, eps};
+            constexpr const char* fn = "rms_norm_train_forward_f32";
+            const float* xp = checked<float>(x, fn, "x", {-1, -1});
+            const int64_t rows = x.shape(0), H = x.shape(1);
+            check_rows(fn, rows, H);
+            const reversalkit::RmsNormTrainArgs a{xp, checked<float>(w, fn, "w", {H}),
+                                                  checked<float>(y, fn, "y", {rows, H}, true, true),
+                                                  checked<float>(rstd, fn, "rstd", {rows}, true, true), H, eps};
             py::gil_scoped_release release;
             reversalkit::parallel_ranges(rows, threads_for(rows * H, num_threads, 1 << 15),
                                          [&a](int64_t r0, int64_t r1) { reversalkit::rms_norm_train_forward(a, r0, r1); });
         },
-        py::arg("x"), py::arg("w"), py::arg("y"), py::arg("rstd"), py::arg("rows"), py::arg("H"), py::arg("eps"),
-        py::arg("num_threads") = 1,
-        "RMSNorm of `rows` contiguous float32 rows of H by address: y = w * x * rstd, rstd (rows,) =\n"
-        "1 / sqrt(mean(x^2) + eps) for the backward.");
+        py::arg("x"), py::arg("w"), py::arg("y"), py::arg("rstd"), py::arg("eps"), py::arg("num_threads") = 1,
+        "RMSNorm of contiguous float32 rows x (rows, H): y (rows, H) = w * x * rstd, and rstd (rows,) =\n"
+        "1 / sqrt(mean(x^2) + eps) for the backward; w (H,). y and rstd are written.");
     m.def(
         "rms_norm_train_backward_f32",
-        [](uintptr_t dy, uintptr_t x, uintptr_t w, uintptr_t rstd, uintptr_t dx, uintptr_t dw, int64_t rows,
-           int64_t H, int64_t num_threads) {
-            check_rows("rms_norm_train_backward_f32", rows, H);
-            const reversalkit::RmsNormGradArgs a{reinterpret_cast<const float*>(dy), reinterpret_cast<const float*>(x),
-                                                 reinterpret_cast<const float*>(w),
-                                                 reinterpret_cast<const float*>(rstd), reinterpret_cast<float*>(dx), H};
+        [](const py::array& dy, const py::array& x, const py::array& w, const py::array& rstd, const py::array& dx,
+           const py::array& dw, int64_t num_threads) {
+            constexpr const char* fn = "rms_norm_train_backward_f32";
+            const float* xp = checked<float>(x, fn, "x", {-1, -1});
+            const int64_t rows = x.shape(0), H = x.shape(1);
+            check_rows(fn, rows, H);
+            const reversalkit::RmsNormGradArgs a{checked<float>(dy, fn, "dy", {rows, H}), xp,
+                                                 checked<float>(w, fn, "w", {H}), checked<float>(rstd, fn, "rstd", {rows}),
+                                                 checked<float>(dx, fn, "dx", {rows, H}, true, true), H};
+            float* out = checked<float>(dw, fn, "dw", {H}, true, true);
             py::gil_scoped_release release;
             const int64_t T = threads_for(rows * H, num_threads, 1 << 15);
             std::vector<double> partial(static_cast<size_t>(T * H), 0.0);  // one d weight per range
             reversalkit::parallel_ranges_indexed(rows, T, [&](int64_t k, int64_t r0, int64_t r1) {
                 reversalkit::rms_norm_train_backward(a, r0, r1, partial.data() + k * H);
             });
-            float* out = reinterpret_cast<float*>(dw);
             for (int64_t j = 0; j < H; ++j) {
                 double s = 0.0;
                 for (int64_t t = 0; t < T; ++t) s += partial[static_cast<size_t>(t * H + j)];
                 out[j] = static_cast<float>(s);
             }
         },
-        py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("rstd"), py::arg("dx"), py::arg("dw"), py::arg("rows"),
-        py::arg("H"), py::arg("num_threads") = 1,
-        "Backward of rms_norm_train_forward_f32 by address: dx (rows, H) and dw (H,), float32.");
+        py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("rstd"), py::arg("dx"), py::arg("dw"),
+        py::arg("num_threads") = 1,
+        "Backward of rms_norm_train_forward_f32: dx (rows, H) and dw (H,), float32, written; dy, x (rows, H),\n"
+        "w (H,), rstd (rows,) from the forward.");
     m.def(
         "swiglu_forward_f32",
-        [](uintptr_t g, uintptr_t u, uintptr_t y, int64_t n, int64_t num_threads) {
-            if (n < 0) throw std::invalid_argument("swiglu_forward_f32: n < 0");
-            const float* gp = reinterpret_cast<const float*>(g);
-            const float* up = reinterpret_cast<const float*>(u);
-            float* yp = reinterpret_cast<float*>(y);
+        [](const py::array& g, const py::array& u, const py::array& y, int64_t num_threads) {
+            constexpr const char* fn = "swiglu_forward_f32";
+            const float* gp = checked<float>(g, fn, "g", {-1});
+            const int64_t n = g.shape(0);
+            const float* up = checked<float>(u, fn, "u", {n});
+            float* yp = checked<float>(y, fn, "y", {n}, true, true);
             py::gil_scoped_release release;
             reversalkit::parallel_ranges(n, threads_for(n, num_threads, 1 << 15), [&](int64_t i0, int64_t i1) {
                 reversalkit::swiglu_forward(gp, up, yp, i0, i1);
             });
         },
-        py::arg("g"), py::arg("u"), py::arg("y"), py::arg("n"), py::arg("num_threads") = 1,
-        "y = silu(g) * u over n contiguous float32 elements, by address.");
+        py::arg("g"), py::arg("u"), py::arg("y"), py::arg("num_threads") = 1,
+        "y = silu(g) * u over contiguous float32 vectors g, u, y of one length n (y is written).");
     m.def(
         "swiglu_backward_f32",
-        [](uintptr_t dy, uintptr_t g, uintptr_t u, uintptr_t dg, uintptr_t du, int64_t n, int64_t num_threads) {
-            if (n < 0) throw std::invalid_argument("swiglu_backward_f32: n < 0");
-            const float* dyp = reinterpret_cast<const float*>(dy);
-            const float* gp = reinterpret_cast<const float*>(g);
-            const float* up = reinterpret_cast<const float*>(u);
-            float* dgp = reinterpret_cast<float*>(dg);
-            float* dup = reinterpret_cast<float*>(du);
+        [](const py::array& dy, const py::array& g, const py::array& u, const py::array& dg, const py::array& du,
+           int64_t num_threads) {
+            constexpr const char* fn = "swiglu_backward_f32";
+            const float* gp = checked<float>(g, fn, "g", {-1});
+            const int64_t n = g.shape(0);
+            const float* dyp = checked<float>(dy, fn, "dy", {n});
+            const float* up = checked<float>(u, fn, "u", {n});
+            float* dgp = checked<float>(dg, fn, "dg", {n}, true, true);
+            float* dup = checked<float>(du, fn, "du", {n}, true, true);
             py::gil_scoped_release release;
             reversalkit::parallel_ranges(n, threads_for(n, num_threads, 1 << 15), [&](int64_t i0, int64_t i1) {
                 reversalkit::swiglu_backward(dyp, gp, up, dgp, dup, i0, i1);
             });
         },
-        py::arg("dy"), py::arg("g"), py::arg("u"), py::arg("dg"), py::arg("du"), py::arg("n"),
-        py::arg("num_threads") = 1,
-        "Backward of swiglu_forward_f32 by address: dg = dy * u * silu'(g), du = dy * silu(g).");
+        py::arg("dy"), py::arg("g"), py::arg("u"), py::arg("dg"), py::arg("du"), py::arg("num_threads") = 1,
+        "Backward of swiglu_forward_f32 over vectors of length n: dg = dy * u * silu'(g), du = dy * silu(g)\n"
+        "(dg and du are written).");
 }

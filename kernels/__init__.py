@@ -1,4 +1,5 @@
-"""reversalkit.kernels: fused log-prob and DPO loss kernels (Triton on CUDA, chunked torch on CPU).
+"""reversalkit.kernels: every op with a kernel, one module each: the fused log-prob and DPO losses
+and the model's elementwise ops (Triton on CUDA, C++ or torch on CPU).
 
     token_logprobs(logits, targets)                      (N, V) logits -> (N,) log p(target)
     linear_token_logprobs(hidden, weight, targets)       same from (N, H) hidden + (V, H) lm_head,
@@ -10,9 +11,16 @@
     linear_nll_loss / linear_dpo_loss                   the losses with gradients computed in the
                                                          forward (3 GEMMs, DPO's per-pair weights too)
 
+The model's elementwise ops live in modules named after them (import from the module: the package
+does not re-export them, so `reversalkit.kernels.rope` stays the module):
+    rms_norm.add_rms_norm / rms_norm.rms_norm           RMSNorm: the sampler's (residual add fused,
+                                                         no gradient) and training's (with gradients)
+    rope.rope(qkv, positions, cos, sin_signed, n)       rotary embedding of the first n heads
+    silu_mul.silu_mul(gu) / silu_mul.swiglu(gate, up)   SwiGLU's product: the sampler's, training's
+
 Every op has a plain-torch `<op>_reference` (test oracle, benchmark baseline) and takes
-`backend="auto" | "triton" | "torch"` (see `_backend.py`; "triton" on CPU tensors runs Triton's
-interpreter and needs TRITON_INTERPRET=1).
+`backend="auto" | "triton" | "torch"`, the model's ops also "cpp" (see `_backend.py`; "triton" on
+CPU tensors runs Triton's interpreter and needs TRITON_INTERPRET=1).
 """
 
 from ._backend import BACKENDS, has_triton

@@ -1,19 +1,25 @@
-"""Backend choice and shared helpers for the log-prob and DPO kernels.
+"""Backend choice and shared helpers for the kernels.
 
-Every public op takes `backend="auto" | "triton" | "torch"`:
-- "auto": Triton for CUDA tensors (when triton is installed), the chunked torch path otherwise.
+Every public op takes `backend="auto" | "triton" | "torch"`, the model's elementwise ops (rms_norm,
+rope, silu_mul) also "cpp":
+- "auto": Triton for CUDA tensors (when triton is installed); on the CPU, an op's C++ entry in
+  reversalkit._C for float32 where it has one and the extension is built; the torch path otherwise.
 - "triton": the Triton kernels whatever the device. On CPU tensors this needs Triton's interpreter
   (`TRITON_INTERPRET=1` set before triton is imported); tests use it to run the GPU code on CPU.
-- "torch": the chunked plain-torch path (the CPU path), also on CUDA tensors.
+- "cpp": the op's C++ entry (float32 CPU tensors, reversalkit._C built).
+- "torch": the plain-torch path (the CPU path), also on CUDA tensors.
 
 The choice is an argument, never module state, so two callers in one process never disagree.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
+
+from reversalkit._ext import native
 
 try:  # triton is optional: the CPU path needs only torch
     import triton
@@ -28,6 +34,7 @@ except ImportError:  # pragma: no cover - old triton or no triton
     libdevice = None
 
 BACKENDS = ("auto", "triton", "torch")
+OP_BACKENDS = ("auto", "triton", "cpp", "torch")
 
 if triton is not None:
     # exp/log for the kernels: libdevice's correctly rounded ones when PRECISE (see `precise_math`).
@@ -85,6 +92,45 @@ def resolve_backend(backend: str, *tensors: torch.Tensor) -> str:
                 "triton is first imported, or use backend='torch' / move the tensors to CUDA"
             )
     return backend
+
+
+@functools.cache
+def has_cpp(entry: str | None) -> bool:
+    """Whether reversalkit._C is built with the function `entry` (None: never)."""
+    ext = native() if entry is not None else None
+    return ext is not None and hasattr(ext, entry)
+
+
+def resolve_op_backend(op: str, backend: str, tensors: tuple[torch.Tensor, ...], *, triton_fits: bool,
+                       cpp_entry: str | None, cpp_fits: bool = True) -> str:
+    """The path an op runs, "triton" | "cpp" | "torch", picked from device, dtype and availability.
+
+    triton_fits: the op's Triton kernel takes these arguments (layout, head size, ...).
+    cpp_entry: the op's function in reversalkit._C, None where it has none; cpp_fits: the entry takes
+    these arguments beyond being float32 CPU tensors. "auto" takes Triton for CUDA tensors, the C++
+    entry for float32 CPU tensors when the extension is built, torch otherwise; an explicit backend
+    that cannot run raises ValueError saying why. Runs on every call of an op, so it reads only
+    cheap tensor attributes (a decode step calls the model's ops ~10 times per layer).
+    """
+    if backend == "auto" and not tensors[0].is_cuda:
+        cpp_ok = cpp_fits and has_cpp(cpp_entry) and all(t.is_cpu and t.dtype is torch.float32 for t in tensors)
+        return "cpp" if cpp_ok else "torch"
+    if backend not in OP_BACKENDS:
+        raise ValueError(f"{op}: backend={backend!r} is not one of {OP_BACKENDS}")
+    if backend == "torch":
+        return "torch"
+    if backend == "triton" or backend == "auto":  # "auto" here: CUDA tensors
+        if backend == "auto" and not (triton_fits and has_triton()):
+            return "torch"
+        if not triton_fits:
+            raise ValueError(f"{op}: the Triton kernel does not take these arguments (see {op}'s docstring)")
+        return resolve_backend("triton", *tensors)
+    if not (cpp_fits and has_cpp(cpp_entry) and all(t.is_cpu and t.dtype is torch.float32 for t in tensors)):
+        raise ValueError(
+            f"{op}: backend='cpp' needs float32 CPU tensors of a layout its C++ entry takes and "
+            f"reversalkit._C built with {cpp_entry or 'a C++ entry for this op (it has none)'}; got "
+            f"{tensors[0].dtype} on {tensors[0].device} (build with `pip install -e .`, or use backend='auto')")
+    return "cpp"
 
 
 def precise_math(x: torch.Tensor) -> bool:

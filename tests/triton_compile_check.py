@@ -99,19 +99,20 @@ def log_prob_kernels() -> None:
 
 def engine_kernels() -> None:
     from reversalkit.kernels.paged_decode import paged_decode
+    from reversalkit.kernels.rms_norm import add_rms_norm
+    from reversalkit.kernels.rope import rope
     from reversalkit.kernels.sample_top_p import sample_top_p
-
-    from reversalkit.engine import fused_ops
+    from reversalkit.kernels.silu_mul import silu_mul
 
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         x = torch.randn(5, 256, dtype=dtype)
         w = torch.randn(256, dtype=dtype)
-        fused_ops.add_rms_norm(x, w, 1e-6)
-        fused_ops.add_rms_norm(x, w, 1e-6, torch.randn(5, 256, dtype=dtype))
-        fused_ops.silu_mul(torch.randn(5, 2 * 688, dtype=dtype))
+        add_rms_norm(x, w, 1e-6, backend="triton")
+        add_rms_norm(x, w, 1e-6, torch.randn(5, 256, dtype=dtype), backend="triton")
+        silu_mul(torch.randn(5, 2 * 688, dtype=dtype), backend="triton")
         D = 64
         cos, sin = torch.randn(128, D, dtype=dtype), torch.randn(128, D, dtype=dtype)
-        fused_ops.rope(torch.randn(5, 12 * D, dtype=dtype), torch.arange(5), cos, sin, 10, D)
+        rope(torch.randn(5, 12 * D, dtype=dtype), torch.arange(5), cos, sin, 10, backend="triton")
         q = torch.randn(3, 8, D, dtype=dtype)
         kc, vc = torch.randn(20, 16, 2, D, dtype=dtype), torch.randn(20, 16, 2, D, dtype=dtype)
         tables = torch.arange(18, dtype=torch.int32).view(3, 6)

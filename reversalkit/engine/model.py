@@ -21,8 +21,9 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-from reversalkit._ext import native
-from reversalkit.engine import fused_ops
+from reversalkit.kernels.rms_norm import add_rms_norm
+from reversalkit.kernels.rope import rope_fn
+from reversalkit.kernels.silu_mul import silu_mul
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 _DYNAMIC_ROPE = ("dynamic", "longrope")  # frequencies that change with the sequence length
@@ -155,13 +156,10 @@ class LlamaFamilyModel:
         self.sin_signed = torch.cat([-sin[:, :half], sin[:, half:]], -1).to(device=self.device, dtype=dtype)
         self.layers: list[LayerWeights] = []
         self.embed = self.norm = self.lm_head = None
-        self._rms_kernel = self._native_rms_norm()
-        # one-pass Triton kernels for RMSNorm, SwiGLU and RoPE (fused_ops.py) on CUDA
-        self.fused_ops = False
-        if self.device.type == "cuda":
-            from reversalkit.kernels import has_triton  # noqa: PLC0415  (imports triton)
-
-            self.fused_ops = has_triton()
+        # RMSNorm, RoPE and SiLU-mul run through reversalkit.kernels, whose dispatch picks Triton on
+        # CUDA, reversalkit._C for float32 on the CPU where it is bitwise torch's, torch otherwise;
+        # "triton" | "cpp" | "torch" forces one path (tests run the CUDA path on the CPU).
+        self.ops_backend = "auto"
 
     @classmethod
     def from_hf(cls, hf_model, *, device=None, dtype=None) -> LlamaFamilyModel:
@@ -224,36 +222,10 @@ class LlamaFamilyModel:
             return head
         return torch.cat([head, head.new_zeros(-V % 16, head.shape[1])])
 
-    def _native_rms_norm(self):
-        """reversalkit._C's fused RMSNorm where it is bitwise F.rms_norm at this width (float32 on
-        the CPU; checked on rows from 1e-3 to 1e3 in scale), else None."""
-        ext = native()
-        kernel = getattr(ext, "rms_norm_f32", None) if ext is not None else None
-        if kernel is None or self.dtype != torch.float32 or self.device.type != "cpu":
-            return None
-        g = torch.Generator().manual_seed(0)
-        N, eps = self.spec.hidden_size, self.spec.rms_eps
-        x = torch.randn(64, N, generator=g) * torch.logspace(-3, 3, 64)[:, None]
-        w = torch.randn(N, generator=g)
-        out = torch.empty_like(x)
-        kernel(x.data_ptr(), 0, w.data_ptr(), eps, 64, N, out.data_ptr())
-        return kernel if torch.equal(out, F.rms_norm(x, (N,), w, eps)) else None
-
     def _rms_norm(self, x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None
                   ) -> torch.Tensor:
         """x: (T, hidden) -> RMSNorm(x) * w; with residual, x += residual (in place) first."""
-        eps = self.spec.rms_eps
-        if self.fused_ops and x.dim() == 2 and x.stride(-1) == 1 and (
-                residual is None or residual.stride(-1) == 1):
-            return fused_ops.add_rms_norm(x, w, eps, residual)
-        kernel = self._rms_kernel
-        if (kernel is not None and x.dim() == 2 and x.is_contiguous() and w.is_contiguous()
-                and (residual is None or residual.is_contiguous())):
-            out = torch.empty_like(x)
-            res = 0 if residual is None else residual.data_ptr()
-            kernel(x.data_ptr(), res, w.data_ptr(), eps, x.shape[0], x.shape[1], out.data_ptr())
-            return out
-        return fused_ops.add_rms_norm_reference(x, w, eps, residual)
+        return add_rms_norm(x, w, self.spec.rms_eps, residual, backend=self.ops_backend)
 
     def hidden_states(self, input_ids: torch.Tensor, positions: torch.Tensor,
                       attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -271,11 +243,7 @@ class LlamaFamilyModel:
             o = attend(i, qk[:, :H], qk[:, H:], v)  # (T, H * D)
             h = self._rms_norm(x, L.ln2, residual=F.linear(o, L.wo, L.bo))
             gu = F.linear(h, L.wgu, L.bgu)
-            if self.fused_ops:
-                act = fused_ops.silu_mul(gu)
-            else:
-                gate, up = gu.chunk(2, dim=-1)
-                act = F.silu(gate, inplace=True).mul_(up)
+            act = silu_mul(gu, backend=self.ops_backend)  # (T, intermediate)
             mlp = F.linear(act, L.wd, L.bd)
             if i + 1 < len(self.layers):
                 h = self._rms_norm(x, self.layers[i + 1].ln1, residual=mlp)
@@ -284,33 +252,9 @@ class LlamaFamilyModel:
         return x
 
     def _rope_fn(self, positions: torch.Tensor) -> Callable[[torch.Tensor, int], torch.Tensor]:
-        """rope(qkv (T, >= n * D), n) -> the first n heads rotated, (T, n, D): Triton's one-pass
-        kernel on CUDA (fused_ops.rope), reversalkit._C's for float32 on the CPU (bitwise equal),
-        else torch (roll + 2 mul + add)."""
-        D = self.spec.head_dim
-        if self.fused_ops and not D & (D - 1):
-            pos = positions.to(torch.int64)
-            return lambda qkv, n: fused_ops.rope(qkv, pos, self.cos, self.sin_signed, n, D)
-        ext = native()
-        kernel = getattr(ext, "rope_f32", None) if ext is not None else None
-        if kernel is not None and self.dtype == torch.float32 and self.device.type == "cpu":
-            pos = positions.to(torch.int64).contiguous()
-            if pos.numel() and not 0 <= int(pos.min()) <= int(pos.max()) < self.cos.shape[0]:
-                raise IndexError(f"positions must lie in [0, {self.cos.shape[0]}) (the RoPE table)")
-
-            def fused(qkv: torch.Tensor, n: int) -> torch.Tensor:
-                out = torch.empty(qkv.shape[0], n, D)
-                kernel(qkv.data_ptr(), qkv.stride(0), pos.data_ptr(), self.cos.data_ptr(),
-                       self.sin_signed.data_ptr(), qkv.shape[0], n, D, out.data_ptr())
-                return out
-            return fused
-        cos = self.cos[positions].unsqueeze(1)  # (T, 1, D)
-        sin = self.sin_signed[positions].unsqueeze(1)
-
-        def reference(qkv: torch.Tensor, n: int) -> torch.Tensor:
-            qk = qkv[:, :n * D].view(qkv.shape[0], n, D)
-            return qk * cos + qk.roll(D // 2, -1) * sin
-        return reference
+        """rope(qkv (T, >= n * D), n) -> the first n heads rotated at `positions`, (T, n, D)."""
+        pos = positions.to(torch.int64).contiguous()
+        return rope_fn(pos, self.cos, self.sin_signed, backend=self.ops_backend)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, hidden) -> (N, V) in float32."""
