@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,13 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="print every config key with its help and exit")
 
 
+# The sampling options of `reversalkit sample`: SamplingParams' own fields, help and defaults.
+SAMPLE_OPTIONS = ("n", "temperature", "top_p", "max_new_tokens", "seed")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from reversalkit.engine.sequence import SamplingParams  # noqa: PLC0415
+
     parser = argparse.ArgumentParser(prog="reversalkit", description=__doc__.split("\n")[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     # -q also after the subcommand; SUPPRESS keeps a -q given before it
@@ -57,17 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sa = sub.add_parser("sample", parents=[quiet], help="sample completions from a checkpoint and check them")
     sa.add_argument("--model", required=True, help="checkpoint directory or HF id")
-    sa.add_argument("--task", default="synthetic")
+    sa.add_argument("--task", default="synthetic",
+                    help="task name or package.module:Class (default synthetic)")
     sa.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
                     help="task constructor option (repeatable; values parse as YAML)")
-    sa.add_argument("--split", default="test")
+    sa.add_argument("--split", default="test", help="split of the task (default test)")
     sa.add_argument("--limit", type=int, default=None, help="first N problems")
-    sa.add_argument("--n", type=int, default=1, help="completions per problem")
-    sa.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    sa.add_argument("--top-p", type=float, default=1.0)
-    sa.add_argument("--max-new-tokens", type=int, default=256)
-    sa.add_argument("--seed", type=int, default=0)
-    sa.add_argument("--device", default="auto")
+    SamplingParams.add_arguments(sa, SAMPLE_OPTIONS)
+    sa.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     sa.add_argument("--out", type=Path, help="write JSON lines here (default: stdout)")
 
     ev = sub.add_parser("eval", parents=[quiet],
@@ -187,16 +191,20 @@ def _load_checkpoint(spec: str, device: str):
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from reversalkit.engine import Engine  # noqa: PLC0415
+    from reversalkit.engine import Engine, SamplingParams  # noqa: PLC0415
     from reversalkit.study import rollout  # noqa: PLC0415
     from reversalkit.tasks import get_task  # noqa: PLC0415
 
+    params = SamplingParams.from_arguments(args, SAMPLE_OPTIONS)  # bad values fail before any work
     task = get_task(args.task, **_kv(args.task_option))
     problems = task.load(args.split)[: args.limit] if args.limit else task.load(args.split)
     model, tok, dev = _load_checkpoint(args.model, args.device)
     engine = Engine(model, tok, device=dev)
-    records = rollout.generate(engine, task, problems, n=args.n, temperature=args.temperature,
-                               top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
+    seed = params.seed if params.seed is not None else secrets.randbits(62)
+    if params.seed is None:
+        print(f"seed {seed} (pass --seed {seed} to draw the same samples again)", file=sys.stderr)
+    records = rollout.generate(engine, task, problems, n=params.n, temperature=params.temperature,
+                               top_p=params.top_p, max_new_tokens=params.max_new_tokens, seed=seed,
                                progress=not args.quiet)
     rollout.reward(task, problems, records)
     lines = "".join(json.dumps(r) + "\n" for r in records)

@@ -10,9 +10,11 @@ from that single definition everything else: YAML loading, `key=value` overrides
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -196,6 +198,26 @@ class Config:
                     f"override {item!r}: unknown key {key!r}; valid keys here: {', '.join(sorted(node))}")
             node[leaf] = load_yaml(raw, f"override {item!r}") if raw.strip() else ""
         return self.from_dict(data)
+
+    @classmethod
+    def add_arguments(cls, parser: Any, names: Sequence[str]) -> None:
+        """`--name VALUE` command-line options for the fields `names` (dashes for underscores), with
+        each field's help and default; `from_arguments` reads back the ones given, so a default is
+        the dataclass's and nowhere else."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for name in names:
+            f = fields[name]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS,
+                                metavar=name.upper(),
+                                help=f"{f.metadata.get('help', '')} (default {default!r})")
+
+    @classmethod
+    def from_arguments(cls: type[C], args: Any, names: Sequence[str]) -> C:
+        """The config of the options `add_arguments` defined that were given; values parse as YAML."""
+        given = {n: load_yaml(getattr(args, n), f"--{n.replace('_', '-')}")
+                 for n in names if hasattr(args, n)}
+        return cls.from_dict(given)
 
     def value_lines(self, prefix: str = "") -> list[str]:
         """`key = value  # help` lines of the values in force, nested configs expanded."""

@@ -96,3 +96,19 @@ def test_dry_run_resolves_a_custom_task_and_the_model(capsys, tmp_path):
         err = capsys.readouterr().err
         assert re.search(needle, err) and len(err.strip().splitlines()) == 1, err
         assert not out.exists()
+
+
+def test_sample_options_are_sampling_params_fields(capsys):
+    from reversalkit.cli import SAMPLE_OPTIONS
+    from reversalkit.engine import SamplingParams
+
+    args = build_parser().parse_args(["sample", "--model", "m"])
+    assert SamplingParams.from_arguments(args, SAMPLE_OPTIONS) == SamplingParams()  # the API's defaults
+    args = build_parser().parse_args(["sample", "--model", "m", "--temperature", "0", "--top-p", "0.9",
+                                      "--seed", "3"])
+    got = SamplingParams.from_arguments(args, SAMPLE_OPTIONS)
+    assert (got.temperature, got.top_p, got.seed, got.n) == (0.0, 0.9, 3, 1)
+    # a bad value is one line naming the option, before any model loads
+    assert main(["sample", "--model", "/no/such/model", "--temperature", "hot"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "temperature" in err and len(err.splitlines()) == 1
