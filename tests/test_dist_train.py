@@ -39,7 +39,9 @@ def torchrun(nproc: int, *args: str, env: dict[str, str] | None = None, timeout:
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     cmd = [*launch, str(HERE / "dist_worker.py"), *args]
     full = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {}),
-            "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+            # the tests' helpers only: reversalkit is the installed package, never the source tree
+            # (whose reversalkit/ lacks the kernels subpackage that the install maps from kernels/)
+            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run(cmd, env=full, capture_output=True, text=True, timeout=timeout)
 
 
