@@ -49,16 +49,21 @@ def silu_mul_reference(gu: torch.Tensor) -> torch.Tensor:
     return F.silu(gate).mul_(up)
 
 
-def silu_mul(gu: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+def silu_mul(gu: torch.Tensor, *, backend: str = "auto", overwrite: bool = False) -> torch.Tensor:
     """gu: (T, 2I), gate then up -> silu(gate) * up, (T, I). No gradient.
 
     backend "auto": Triton on CUDA (gu with unit column stride), torch otherwise (no C++ path).
+    overwrite: the torch path may compute in gu's gate half and return that view (no new tensor;
+    the same values), for a caller whose gu is a temporary (the sampler's MLP).
     """
     if gu.dim() != 2 or gu.shape[1] % 2:
         raise ValueError(f"silu_mul: gu must be (T, 2I), gate then up, got {tuple(gu.shape)}")
     path = resolve_op_backend("silu_mul", backend, (gu,), triton_fits=gu.stride(-1) == 1, cpp_entry=None)
     if path == "triton":
         return _rows_forward_triton(gu)
+    if overwrite:
+        gate, up = gu.chunk(2, dim=-1)
+        return F.silu(gate, inplace=True).mul_(up)
     return silu_mul_reference(gu)
 
 

@@ -268,7 +268,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"reversalkit report: {args.run_dir} has no evaluated iterate yet (M1's evaluation has not "
               "finished); run the study to get one", file=sys.stderr)
         return 2
-    results, md = publish_run(store, StudyConfig.from_stored(store.config()))
+    results, md = publish_run(store, StudyConfig.from_stored(store.config()), results)
     print(terminal_summary(results))
     print(f"report: {md}")
     return 0

@@ -30,6 +30,7 @@ def test_silu_mul_every_path(dtype, T, inter):
         assert torch.equal(gu, keep)  # no path writes its input
         if path == "torch":
             assert torch.equal(got, want)
+            assert torch.equal(silu_mul(gu.clone(), backend=path, overwrite=True), want)
         assert_within_torch_error(f"silu_mul {path}", got, want, exact, dtype)
 
 

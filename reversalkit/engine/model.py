@@ -243,7 +243,7 @@ class LlamaFamilyModel:
             o = attend(i, qk[:, :H], qk[:, H:], v)  # (T, H * D)
             h = self._rms_norm(x, L.ln2, residual=F.linear(o, L.wo, L.bo))
             gu = F.linear(h, L.wgu, L.bgu)
-            act = silu_mul(gu, backend=self.ops_backend)  # (T, intermediate)
+            act = silu_mul(gu, backend=self.ops_backend, overwrite=True)  # (T, intermediate)
             mlp = F.linear(act, L.wd, L.bd)
             if i + 1 < len(self.layers):
                 h = self._rms_norm(x, self.layers[i + 1].ln1, residual=mlp)

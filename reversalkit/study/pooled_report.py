@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from reversalkit.study.report import _atomic_write, _plt, _save, _style
-from reversalkit.study.tables import fmt, format_table, paper_reference
-from reversalkit.study.verdict import fmt_gain, html_table, md_table, verdict_sections, verdicts
+from reversalkit.study.tables import fmt, format_table, html_table, md_table, paper_reference
+from reversalkit.study.verdict import fmt_gain, verdict_sections, verdicts
 
 DIV_LABEL = {"sbert": "SBERT div. (c)", "distinct_n": "distinct-1..5 (c)", "equations": "distinct eqs (c)"}
 

@@ -17,11 +17,13 @@ from reversalkit.study.store import RunStore
 from reversalkit.study.verdict import metrics_csv
 
 
-def publish_run(store: RunStore, cfg: Any) -> tuple[dict[str, Any], Path]:
-    """results.json, metrics.csv and report/ of one run; returns (results, report.md)."""
-    results = collect_results(store, cfg)
+def publish_run(store: RunStore, cfg: Any,
+                results: dict[str, Any] | None = None) -> tuple[dict[str, Any], Path]:
+    """results.json, metrics.csv and report/ of one run; returns (results, report.md). `results`:
+    the run's `collect_results`, when the caller has them already."""
+    results = results if results is not None else collect_results(store, cfg)
     store.write_json("results.json", results)
-    pooled = pool_results(cfg, [(cfg.seed, store)]) if any(results["methods"].values()) else None
+    pooled = pool_results(cfg, [(cfg.seed, store)], [results]) if any(results["methods"].values()) else None
     if pooled is not None:
         store.write_text("metrics.csv", metrics_csv(pooled))
     return results, write_report(results, store.path("report"), pooled=pooled)

@@ -16,7 +16,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from reversalkit.study.tables import best_iterates, fmt_ci, paper_reference, summary_rows
+from reversalkit.study.tables import (
+    best_iterates,
+    fmt_ci,
+    html_table,
+    md_table,
+    paper_reference,
+    summary_rows,
+)
 from reversalkit.study.verdict import verdict_sections
 
 METHOD_STYLE = {"sft": ("tab:blue", "o"), "dpo": ("tab:orange", "s"), "sft_dpo": ("tab:green", "^"),
@@ -209,18 +216,6 @@ def plot_levels(results: dict[str, Any], out: Path) -> str | None:
     return _save(fig, out / "levels.png")
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def write_report(results: dict[str, Any], out_dir: str | Path, pooled: dict[str, Any] | None = None) -> Path:
     """Write report.md, index.html and the PNGs into out_dir; returns the report.md path. `pooled`:
     the run pooled as one seed (`seeds.pool_results`), whose paired CIs give the verdict section."""
@@ -244,7 +239,7 @@ def write_report(results: dict[str, Any], out_dir: str | Path, pooled: dict[str,
     found_md, found_html = verdict_sections(pooled) if pooled is not None else ([], "")
     md = ["# reversalkit study report", "", intro, "", *found_md,
           "## Best iterate per method (by ID greedy pass@1)", "",
-          _md_table(bheader, brows), "", "## Every iteration", "", _md_table(header, rows), ""]
+          md_table(bheader, brows), "", "## Every iteration", "", md_table(header, rows), ""]
     for title, fname in figures:
         md += [f"## {title[0].upper() + title[1:]}", "", f"![{title}]({fname})", ""]
     md += ["## Reference numbers from the paper", "", paper, ""]
@@ -256,8 +251,8 @@ def write_report(results: dict[str, Any], out_dir: str | Path, pooled: dict[str,
         "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
         "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}</style></head><body>"
         f"<h1>reversalkit study report</h1><p>{html.escape(intro).replace('**', '')}</p>{found_html}"
-        f"<h2>Best iterate per method</h2>{_html_table(bheader, brows)}"
-        f"<h2>Every iteration</h2>{_html_table(header, rows)}{figs_html}"
+        f"<h2>Best iterate per method</h2>{html_table(bheader, brows)}"
+        f"<h2>Every iteration</h2>{html_table(header, rows)}{figs_html}"
         f"<h2>Reference numbers from the paper</h2><pre>{html.escape(paper)}</pre></body></html>")
     _atomic_write(out / "index.html", page)
     return out / "report.md"

@@ -143,17 +143,21 @@ def _pool_entry(method: str, node: Any, runs: list[tuple[int, RunStore, dict[str
                                          seed=derive_seed(0, "pooled", node.name, "pass_k"))
         if out["gain_pass_k"] is not None:
             out["gain_pass_k"]["k"] = int(top_k)
+    node_div = {seed: _diversity(store, node.name) for seed, store, _ in runs}  # one read per seed
     for key in DIVERSITY_KEYS:
-        pairs = [(_diversity(store, node.name).get(key, {}), m1[seed][1].get(key, {}))
-                 for seed, store, _ in runs]
+        pairs = [(node_div[seed].get(key, {}), m1[seed][1].get(key, {})) for seed, _, _ in runs]
         out["diversity_change"][key] = paired_gain(pairs, n_boot=n_boot, ci=ci,
                                                    seed=derive_seed(0, "pooled", node.name, key))
     return out
 
 
-def pool_results(cfg: Any, runs: list[tuple[int, RunStore]]) -> dict[str, Any]:
-    """The pooled results dict of finished (or partial) per-seed runs (see module doc)."""
-    collected = [(seed, store, collect_results(store)) for seed, store in runs]
+def pool_results(cfg: Any, runs: list[tuple[int, RunStore]],
+                 results: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The pooled results dict of finished (or partial) per-seed runs (see module doc); `results`:
+    each run's `collect_results`, when the caller has them already."""
+    if results is None:
+        results = [collect_results(store) for _, store in runs]
+    collected = [(seed, store, res) for (seed, store), res in zip(runs, results)]
     first = collected[0][2]
     splits = [first["id_split"], *first["ood_splits"]]
     ks = [str(k) for k in first["ks"]]

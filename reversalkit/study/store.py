@@ -106,9 +106,11 @@ class RunStore:
         store._acquire_lock()
         if mpath.exists():
             manifest = json.loads(mpath.read_text())
-            stored = yaml.safe_load((root / CONFIG).read_text()) if (root / CONFIG).exists() else {}
-            if manifest.get("config_digest") != digest and upgrade is not None and stored:
-                # a run written by an earlier version: same settings in an older layout
+            stored = None
+            if manifest.get("config_digest") != digest:
+                stored = yaml.safe_load((root / CONFIG).read_text()) if (root / CONFIG).exists() else {}
+            if stored and upgrade is not None:
+                # a run written by an earlier version: the same settings in an older layout
                 upgraded = upgrade(stored)
                 if config_digest({k: v for k, v in upgraded.items() if k not in ignore}) == digest:
                     manifest["config_digest"] = digest
@@ -144,8 +146,7 @@ class RunStore:
     def follower(cls, root: str | Path) -> RunStore:
         """The view of a run that ranks other than 0 hold: it reads the run directory, while its
         writes, checkpoints and manifest updates stay in memory (rank 0 owns the directory)."""
-        store = _FollowerStore.read_only(root)
-        return store
+        return _FollowerStore.read_only(root)
 
     def _acquire_lock(self) -> None:
         fh = open(self.root / LOCK, "w")

@@ -6,6 +6,7 @@ Shared by the terminal summary, report.md and index.html; input is the `results`
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 
@@ -99,6 +100,20 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join(lines)
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table."""
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
+                      *["| " + " | ".join(r) + " |" for r in rows]])
+
+
+def html_table(header: list[str], rows: list[list[str]], table_id: str = "") -> str:
+    """An HTML table, cells escaped; `table_id` names it for links and tests."""
+    attr = f" id='{table_id}'" if table_id else ""
+    return (f"<table{attr}><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+            + "</table>")
 
 
 def terminal_summary(results: dict[str, Any]) -> str:

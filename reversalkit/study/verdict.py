@@ -15,6 +15,8 @@ import html
 import io
 from typing import Any
 
+from reversalkit.study.tables import html_table, md_table
+
 DIVERSITY = (("sbert", "SBERT"), ("distinct_n", "distinct-n"), ("equations", "equations"))
 
 
@@ -146,18 +148,6 @@ def metrics_csv(results: dict[str, Any]) -> str:
                     if c and c.get("mean") is not None:
                         w.writerow([method, e["iteration"], seed, name, c["mean"]])
     return buf.getvalue()
-
-
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
-                      *["| " + " | ".join(r) + " |" for r in rows]])
-
-
-def html_table(header: list[str], rows: list[list[str]], table_id: str = "") -> str:
-    attr = f" id='{table_id}'" if table_id else ""
-    return (f"<table{attr}><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-            + "</table>")
 
 
 def verdict_sections(results: dict[str, Any]) -> tuple[list[str], str]:
