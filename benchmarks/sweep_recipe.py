@@ -69,6 +69,21 @@ VARIANTS: dict[str, list[str]] = {
                                "dpo_train.lr=2e-5", "dpo_train.nll_weight=1.0", "sft_max_per_problem=2",
                                "pairs_per_problem=2"],
 }
+# The preset's round recipe as chosen above (whole train set, SFT/DPO/gold, NLL term, cosine), on
+# top of which the cheaper candidates below change only what sets the cost of a seed: samples per
+# problem and epochs per round (M1's cost is set with --m1-set).
+PRESET_ROUNDS = ["sample_size=null", "methods=[sft, dpo, gold]", "dpo_train.nll_weight=1.0",
+                 "pairs_per_problem=1",
+                 *[f"{t}.{k}" for t in ("sft_train", "dpo_train")
+                   for k in ("schedule=cosine", "warmup_steps=10")]]
+VARIANTS.update({
+    "preset_n4_2ep": [*PRESET_ROUNDS, "samples_per_problem=4", "sft_train.epochs=2", "dpo_train.epochs=2"],
+    "preset_n2_2ep": [*PRESET_ROUNDS, "samples_per_problem=2", "sft_train.epochs=2", "dpo_train.epochs=2"],
+    "preset_n2_1ep": [*PRESET_ROUNDS, "samples_per_problem=2", "sft_train.epochs=1", "dpo_train.epochs=1",
+                      "sft_train.warmup_steps=5", "dpo_train.warmup_steps=5"],
+    "preset_n4_1ep": [*PRESET_ROUNDS, "samples_per_problem=4", "sft_train.epochs=1", "dpo_train.epochs=1",
+                      "sft_train.warmup_steps=5", "dpo_train.warmup_steps=5"],
+})
 # The recipe the sweep starts from (the preset's before the sweep chose fresh draws and the NLL
 # term), pinned so that every variant below means the same whatever the preset holds now.
 SWEEP_BASE = ["methods=[sft, dpo]", "seeds=[]", "sample_draw=fixed", "dpo_train.nll_weight=0.0",
