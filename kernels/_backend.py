@@ -102,14 +102,15 @@ def has_cpp(entry: str | None) -> bool:
 
 
 def resolve_op_backend(op: str, backend: str, tensors: tuple[torch.Tensor, ...], *, triton_fits: bool,
-                       cpp_entry: str | None, cpp_fits: bool = True) -> str:
+                       cpp_entry: str | None, cpp_fits: bool = True, unfit: str = "") -> str:
     """The path an op runs, "triton" | "cpp" | "torch", picked from device, dtype and availability.
 
     triton_fits: the op's Triton kernel takes these arguments (layout, head size, ...).
     cpp_entry: the op's function in reversalkit._C, None where it has none; cpp_fits: the entry takes
-    these arguments beyond being float32 CPU tensors. "auto" takes Triton for CUDA tensors, the C++
-    entry for float32 CPU tensors when the extension is built, torch otherwise; an explicit backend
-    that cannot run raises ValueError saying why. Runs on every call of an op, so it reads only
+    these arguments beyond being float32 CPU tensors; unfit: what about the arguments keeps a
+    kernel from taking them, for the error. "auto" takes Triton for CUDA tensors, the C++ entry for
+    float32 CPU tensors when the extension is built, torch otherwise; an explicit backend that
+    cannot run raises ValueError saying why. Runs on every call of an op, so it reads only
     cheap tensor attributes (a decode step calls the model's ops ~10 times per layer).
     """
     if backend == "auto" and not tensors[0].is_cuda:
@@ -123,9 +124,12 @@ def resolve_op_backend(op: str, backend: str, tensors: tuple[torch.Tensor, ...],
         if backend == "auto" and not (triton_fits and has_triton()):
             return "torch"
         if not triton_fits:
-            raise ValueError(f"{op}: the Triton kernel does not take these arguments (see {op}'s docstring)")
+            raise ValueError(f"{op}: the Triton kernel does not take these arguments "
+                             f"({unfit or f'see {op} in reversalkit.kernels'})")
         return resolve_backend("triton", *tensors)
     if not (cpp_fits and has_cpp(cpp_entry) and all(t.is_cpu and t.dtype is torch.float32 for t in tensors)):
+        if unfit and not cpp_fits and cpp_entry is not None:
+            raise ValueError(f"{op}: backend='cpp' does not take these arguments ({unfit})")
         raise ValueError(
             f"{op}: backend='cpp' needs float32 CPU tensors of a layout its C++ entry takes and "
             f"reversalkit._C built with {cpp_entry or 'a C++ entry for this op (it has none)'}; got "

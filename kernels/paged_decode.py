@@ -28,7 +28,7 @@ import torch
 
 from reversalkit._ext import native
 
-from ._backend import has_triton, next_pow2, resolve_backend, tl, triton
+from ._backend import next_pow2, resolve_op_backend, tl, triton
 
 NEG_INF = float("-inf")
 
@@ -142,9 +142,8 @@ def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     if k_cache.shape[-1] != q.shape[-1] or q.shape[1] % k_cache.shape[2]:
         raise ValueError(f"paged_decode: q (B, H={q.shape[1]}, D={q.shape[-1]}) does not match the cache "
                          f"(Hkv={k_cache.shape[2]}, D={k_cache.shape[-1]})")
-    if backend == "auto":
-        backend = "triton" if q.is_cuda and has_triton() else "torch"
-    if resolve_backend(backend, q) == "triton":
+    path = resolve_op_backend("paged_decode", backend, (q,), triton_fits=True, cpp_entry=None)
+    if path == "triton":
         return _paged_decode_triton(q, k_cache, v_cache, block_tables, context_lens, scale, window, block_n)
     return paged_decode_reference(q, k_cache, v_cache, block_tables, context_lens, scale, window)
 
@@ -226,14 +225,8 @@ def row_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lo: torch.Tens
     backend: "auto" (C++ for float32 CPU tensors with reversalkit._C built, torch otherwise) |
     "cpp" | "torch".
     """
-    if backend not in ("auto", "cpp", "torch"):
-        raise ValueError(f"row_decode: backend={backend!r} is not one of ('auto', 'cpp', 'torch')")
-    ext = native()
-    cpp = (ext is not None and hasattr(ext, "row_attention_f32") and q.device.type == "cpu"
-           and q.dtype == torch.float32 and k.dtype == torch.float32)
-    if backend == "cpp" and not cpp:
-        raise ValueError(f"row_decode: backend='cpp' needs float32 CPU tensors and reversalkit._C built, got "
-                         f"{q.dtype} on {q.device} (build with `pip install -e .`, or use 'auto')")
-    if backend != "torch" and cpp:
+    path = resolve_op_backend("row_decode", backend, (q, k, v), triton_fits=False, cpp_entry="row_attention_f32",
+                              unfit="row_decode has no Triton kernel; the CUDA layout is paged_decode's")
+    if path == "cpp":
         return _row_decode_cpp(q, k, v, lo, hi, scale, new_kv, prefix, groups)
     return row_decode_reference(q, k, v, lo, hi, scale, new_kv=new_kv, prefix=prefix, groups=groups)

@@ -33,7 +33,7 @@ import torch
 
 from reversalkit._ext import native
 
-from ._backend import has_triton, next_pow2, resolve_backend, tl, triton
+from ._backend import next_pow2, resolve_op_backend, tl, triton
 
 _MASK64 = (1 << 64) - 1
 
@@ -45,7 +45,6 @@ def _signed(c: int) -> int:
 
 GOLDEN, M1, M2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # splitmix64
 RETRY_SALT = 0xD1B54A32D192ED03  # stream offset between rejection rounds
-PATHS = ("auto", "triton", "cpp", "torch")
 
 
 def as_int64(key: int) -> int:
@@ -241,36 +240,6 @@ def sample_top_p_reference(logits: torch.Tensor, temperature: float, top_p: floa
     return _sort_fallback(logits, temperature, top_p, keys, counters, out, max_rounds)
 
 
-def _cpp_fits(logits: torch.Tensor) -> bool:
-    ext = native()
-    return (ext is not None and hasattr(ext, "sample_rows_f32") and logits.device.type == "cpu"
-            and logits.dtype == torch.float32)
-
-
-def _pick_path(backend: str, logits: torch.Tensor, top_k: int) -> str:
-    """"triton" | "cpp" | "torch" from device, dtype, layout and what is installed."""
-    if backend not in PATHS:
-        raise ValueError(f"sample_top_p: backend={backend!r} is not one of {PATHS}")
-    if backend == "torch" or (backend == "auto" and top_k > 0):
-        return "torch"
-    if top_k > 0:
-        raise ValueError(f"sample_top_p: top_k={top_k} runs only on backend='torch' (or 'auto')")
-    if backend == "auto":
-        if logits.is_cuda:
-            return "triton" if has_triton() and logits.stride(1) == 1 else "torch"
-        return "cpp" if _cpp_fits(logits) else "torch"
-    if backend == "triton":
-        resolve_backend("triton", logits)  # raises without triton, or on CPU without the interpreter
-        if logits.stride(1) != 1:
-            raise ValueError(f"sample_top_p: backend='triton' needs logits with contiguous rows, got strides "
-                             f"{logits.stride()} (call .contiguous())")
-        return "triton"
-    if not _cpp_fits(logits):
-        raise ValueError(f"sample_top_p: backend='cpp' needs float32 CPU logits and reversalkit._C built, got "
-                         f"{logits.dtype} on {logits.device} (build with `pip install -e .`, or use 'auto')")
-    return "cpp"
-
-
 def sample_top_p(logits: torch.Tensor, temperature: float, top_p: float, keys: torch.Tensor,
                  counters: torch.Tensor, *, top_k: int = 0, max_rounds: int = 8, backend: str = "auto",
                  block: int = 4096) -> torch.Tensor:
@@ -286,7 +255,10 @@ def sample_top_p(logits: torch.Tensor, temperature: float, top_p: float, keys: t
                          f"{tuple(logits.shape)}, {tuple(keys.shape)}, {tuple(counters.shape)}")
     if not (temperature > 0 and 0 < top_p <= 1):
         raise ValueError(f"sample_top_p: need temperature > 0 and 0 < top_p <= 1, got {temperature} and {top_p}")
-    path = _pick_path(backend, logits, top_k)
+    path = resolve_op_backend("sample_top_p", backend, (logits,), triton_fits=top_k == 0 and logits.stride(1) == 1,
+                              cpp_entry="sample_rows_f32", cpp_fits=top_k == 0,
+                              unfit=f"top_k={top_k} runs only on backend='torch'" if top_k else
+                              f"logits need contiguous rows, got strides {logits.stride()}")
     if path == "torch":
         return sample_top_p_reference(logits, temperature, top_p, keys, counters, top_k, max_rounds)
     keys, counters = keys.contiguous(), counters.contiguous()

@@ -234,3 +234,14 @@ def test_cpp_entry_runs_without_prefix_groups_or_new_kv():
     args.update(new_kv=None, prefix=None, groups=None)
     native().row_attention_f32(**args)
     assert np.isfinite(args["out"]).all()
+
+
+def test_backends_a_layout_lacks_raise_naming_the_op():
+    q, kc, vc, bt, cl = random_paged(2, 4, 2, 16, 4, [3, 5], num_blocks=8)
+    with pytest.raises(ValueError, match="paged_decode: backend='cpp'"):
+        paged_decode(q, kc, vc, bt, cl, 0.25, backend="cpp")
+    args, kw = _cast(random_rows(2, 2, 2, 16, 12, [0, 4])[:5], {}, torch.float32)
+    with pytest.raises(ValueError, match="row_decode has no Triton kernel"):
+        row_decode(*args, 0.25, backend="triton")
+    with pytest.raises(ValueError, match="row_decode: backend='cpp' needs float32"):
+        row_decode(*_cast(args, {}, torch.float64)[0], 0.25, backend="cpp")

@@ -163,7 +163,7 @@ def test_bad_arguments_raise():
         sample_top_p(logits, 1.0, 0.9, keys[:3], ctr)
     with pytest.raises(ValueError, match="contiguous rows"):
         sample_top_p(logits.t().contiguous().t(), 1.0, 0.9, keys, ctr, backend="triton")
-    with pytest.raises(ValueError, match="float32 CPU logits"):
+    with pytest.raises(ValueError, match="backend=.cpp. needs float32 CPU tensors"):
         sample_top_p(logits.double(), 1.0, 0.9, keys, ctr, backend="cpp")
     with pytest.raises(ValueError, match="backend"):
         sample_top_p(logits, 1.0, 0.9, keys, ctr, backend="cuda")
