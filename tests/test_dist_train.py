@@ -1,23 +1,28 @@
-"""Training shared over 2 gloo ranks equals one process: same losses per step within the golden
-trajectories' tolerance, replicas equal, and ranks starting from different weights take rank 0's;
-the reference pass with its batches split over the ranks equals one process's bit for bit.
+"""Training shared over 2 gloo ranks equals one process, with DDP and with FSDP2: same losses per
+step within the golden trajectories' tolerance, replicas equal, ranks starting from different
+weights take rank 0's, and rank 0's checkpoint loads with from_pretrained; the reference pass with
+its batches split over the ranks equals one process's bit for bit.
 
 The ranks run under torchrun (`dist_worker.py train`); each takes its slice of every micro-batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
 from test_train_golden import RTOL
 from train_fixtures import dpo_pairs, sft_examples, single_thread, toy_model, toy_tokenizer
+from transformers import AutoModelForCausalLM
 
+import reversalkit.train.step as step_module
 from reversalkit.dist import Group
 from reversalkit.train import DPOTrainConfig, TrainConfig, reference_logprobs, train_dpo, train_sft
 from reversalkit.train.parallel import local_micro_batches
@@ -45,17 +50,23 @@ def torchrun(nproc: int, *args: str, env: dict[str, str] | None = None, timeout:
     return subprocess.run(cmd, env=full, capture_output=True, text=True, timeout=timeout)
 
 
-def test_local_micro_batches_split_each_micro_batch_in_order():
+def test_each_rank_takes_its_slice_of_every_micro_batch_in_order():
     steps = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10]]
-    ranks = [local_micro_batches(steps, Group(r, 2)) for r in range(2)]
-    assert ranks[0] == [[0, 1, 2], [5, 6, 7], [10]] and ranks[1] == [[3, 4], [8, 9]]
-    assert local_micro_batches(steps, None) == steps == local_micro_batches(steps, Group())
+    assert [local_micro_batches(steps, Group(r, 2)) for r in range(2)] == [
+        [([0, 1, 2], True), ([5, 6, 7], True), ([10], True)],
+        [([3, 4], True), ([8, 9], True), ([10], False)],  # an empty slice: a stand-in, its loss x 0
+    ]
+    whole = [(s, True) for s in steps]
+    assert local_micro_batches(steps, None) == local_micro_batches(steps, Group()) == whole
 
 
-def _single() -> dict:
+def _single(fused: bool = True) -> dict:
+    """One process's run; fused=False: with HF's RMSNorm / SwiGLU, as FSDP trains (see run_steps)."""
     tok = toy_tokenizer()
     model = toy_model(len(tok), seed=0)
-    with single_thread():
+    plain = contextlib.nullcontext() if fused else mock.patch.object(
+        step_module, "fused_cpu_ops", lambda m, enabled=True: contextlib.nullcontext(0))
+    with single_thread(), plain:
         sft = train_sft(model, tok, sft_examples(16), SFT_CFG, progress=False)
         pairs = dpo_pairs(16)
         ref = reference_logprobs(model, tok, pairs, DPO_CFG)
@@ -65,12 +76,17 @@ def _single() -> dict:
 
 
 @pytest.mark.timeout(300)
-def test_two_ranks_train_like_one_process(tmp_path):
-    proc = torchrun(2, "train", str(tmp_path))
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_ranks_train_like_one_process(tmp_path, mode):
+    proc = torchrun(2, "train", str(tmp_path), mode)
     assert proc.returncode == 0, proc.stderr[-4000:]
     two = json.loads((tmp_path / "train.json").read_text())
-    one = _single()
+    one = _single(fused=mode != "fsdp")
     assert two["replicas_equal"] and two["ref_shared_equal"]
+    # rank 0's checkpoint of the trained model is whole: from_pretrained loads the weights trained
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    assert torch.equal(torch.cat([p.detach().reshape(-1) for p in saved.parameters()]),
+                       torch.tensor(two["weights"]))
     for kind in ("sft", "dpo"):
         a, b = one[kind], two[kind]
         assert len(a["losses"]) == len(b["losses"]) > 0

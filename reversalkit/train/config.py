@@ -12,6 +12,7 @@ from typing import Any
 
 from reversalkit.config import Config, check, option
 from reversalkit.kernels import LOSS_TYPES
+from reversalkit.train.parallel import DATA_PARALLEL
 
 SCHEDULES = ("constant", "cosine")
 
@@ -42,6 +43,10 @@ class TrainConfig(Config):
     logprob_chunk_size: int | None = option(None, "token rows per chunk of the fused log-prob kernels; "
                                                   "null = the kernels' memory-based default")
     drop_last: bool = option(False, "drop the last optimizer step of an epoch when it is not full")
+    data_parallel: str = option("ddp", "under torchrun: 'ddp' (each rank a full replica, gradients "
+                                       "summed) or 'fsdp' (FSDP2: weights, gradients and optimizer state "
+                                       "sharded)")
+
     def __post_init__(self) -> None:
         if isinstance(self.autocast_bf16, bool):  # YAML reads on/off as booleans
             self.autocast_bf16 = "on" if self.autocast_bf16 else "off"
@@ -65,6 +70,8 @@ class TrainConfig(Config):
         check(self.bucket_window >= 1, f"bucket_window must be >= 1, got {self.bucket_window}")
         check(self.autocast_bf16 in ("auto", "on", "off"),
               f"autocast_bf16 must be 'auto', 'on' or 'off', got {self.autocast_bf16!r}")
+        check(self.data_parallel in DATA_PARALLEL,
+              f"data_parallel must be one of {DATA_PARALLEL}, got {self.data_parallel!r}")
         check(self.logprob_chunk_size is None or self.logprob_chunk_size >= 1,
               f"logprob_chunk_size must be >= 1 or null, got {self.logprob_chunk_size}")
 

@@ -23,7 +23,7 @@ from reversalkit.train.config import DPOTrainConfig, TrainResult
 from reversalkit.train.cpu_ops import fused_cpu_ops
 from reversalkit.train.data import DPOPair, Encoded, collate, encode_dpo, pad_id, plan_run
 from reversalkit.train.optim import autocast
-from reversalkit.train.parallel import distributed, local_micro_batches
+from reversalkit.train.parallel import distributed
 from reversalkit.train.step import (
     LogFn,
     decoder_hidden,
@@ -125,7 +125,7 @@ def train_dpo(model, tokenizer, pairs: Sequence[DPOPair], ref_logps: torch.Tenso
     Records per step: loss, chosen/rejected rewards (mean beta * log-ratio), reward accuracy
     (fraction of pairs whose chosen reward beats the rejected one) and the chosen NLL per token.
     With a `group` of several ranks, each runs its slice of every micro-batch
-    (`reversalkit.train.parallel`).
+    (`reversalkit.train.parallel`, cfg.data_parallel).
     """
     _require_dpo_config(cfg, "train_dpo")
     if tuple(ref_logps.shape) != (len(pairs), 2):
@@ -138,13 +138,15 @@ def train_dpo(model, tokenizer, pairs: Sequence[DPOPair], ref_logps: torch.Tenso
     device, pad = model_device(model), pad_id(tokenizer)
     ref = ref_logps.to(device=device, dtype=torch.float32)
 
-    def step_fn(micro_batches: Sequence[Sequence[int]]) -> dict[str, float]:
+    def step_fn(dp, micro_batches: Sequence[Sequence[int]]) -> dict[str, float]:
         n_pairs = sum(len(mb) for mb in micro_batches)
         n_chosen = sum(len(encoded[i][0]) - encoded[i][0].prompt_len for mb in micro_batches for i in mb)
         stats = dict.fromkeys(("loss", "chosen_rewards", "rejected_rewards", "reward_accuracy", "nll"), 0.0)
         stats["tokens"] = 0
-        for mb in local_micro_batches(micro_batches, group):
-            out = _micro_step(model, encoded, ref, mb, pad, n_pairs, n_chosen, cfg)
+        mine = dp.micro_batches(micro_batches)
+        for k, (mb, real) in enumerate(mine):
+            out = _micro_step(dp, encoded, ref, mb, pad, n_pairs, n_chosen, cfg, last=k == len(mine) - 1,
+                              real=real)
             for key, value in out.items():
                 stats[key] += value
         return stats
@@ -152,9 +154,10 @@ def train_dpo(model, tokenizer, pairs: Sequence[DPOPair], ref_logps: torch.Tenso
     return run_steps(model, steps, step_fn, cfg, desc="dpo", progress=progress, log=log, group=group)
 
 
-def _micro_step(model, encoded, ref, mb: Sequence[int], pad: int, n_pairs: int, n_chosen: int,
-                cfg: DPOTrainConfig) -> dict[str, float]:
-    """Forward + backward of one micro-batch, normalised over the whole step; returns its stats.
+def _micro_step(dp, encoded, ref, mb: Sequence[int], pad: int, n_pairs: int, n_chosen: int,
+                cfg: DPOTrainConfig, *, last: bool = True, real: bool = True) -> dict[str, float]:
+    """Forward + backward of one micro-batch through `dp` (a `DataParallel`), normalised over the
+    whole step; returns its stats (zero when not `real`: a stand-in that keeps the ranks in step).
 
     The fused kernel returns mean_b(dpo) + w * (chosen NLL sum) / (chosen tokens of the micro-batch).
     Scaling it by b / n_pairs and passing w = nll_weight * mb_tokens * n_pairs / (b * n_chosen)
@@ -166,16 +169,22 @@ def _micro_step(model, encoded, ref, mb: Sequence[int], pad: int, n_pairs: int, 
     device, b = ref.device, len(mb)
     mb_chosen = sum(len(encoded[i][0]) - encoded[i][0].prompt_len for i in mb)
     idx = torch.tensor(mb, device=device)
-    with autocast(cfg, device):
-        hidden, ids, mask = _pair_hidden(model, encoded, mb, pad, device, cfg)  # (2B, T, H), (2B, T) x 2
-        out = linear_dpo_loss(
-            hidden, lm_head_weight(model), ids, mask, ref[idx, 0], ref[idx, 1], beta=cfg.beta,
-            loss_type=cfg.loss_type, label_smoothing=cfg.label_smoothing,
-            nll_weight=cfg.nll_weight * mb_chosen * n_pairs / (b * n_chosen),
-            chunk_size=cfg.logprob_chunk_size,
-        )
-    loss = out.loss * (b / n_pairs)
+
+    def loss_fn(model):
+        with autocast(cfg, device):
+            hidden, ids, mask = _pair_hidden(model, encoded, mb, pad, device, cfg)  # (2B, T, H), (2B, T) x 2
+            return linear_dpo_loss(
+                hidden, lm_head_weight(model), ids, mask, ref[idx, 0], ref[idx, 1], beta=cfg.beta,
+                loss_type=cfg.loss_type, label_smoothing=cfg.label_smoothing,
+                nll_weight=cfg.nll_weight * mb_chosen * n_pairs / (b * n_chosen),
+                chunk_size=cfg.logprob_chunk_size,
+            )
+
+    out = dp(loss_fn, last=last)
+    loss = out.loss * (b / n_pairs if real else 0.0)
     loss.backward()
+    if not real:
+        return {}
     chosen_r, rejected_r = out.chosen_rewards.float(), out.rejected_rewards.float()
     return {
         "loss": float(loss.detach()),

@@ -74,6 +74,9 @@ def clip_and_norm(model: torch.nn.Module, max_norm: float | None) -> float:
     params = [p for p in model.parameters() if p.grad is not None]
     if not params:
         return 0.0
+    if hasattr(params[0].grad, "full_tensor"):  # FSDP2's sharded gradients: the norm is a collective
+        total = torch.nn.utils.clip_grad_norm_(params, float("inf") if max_norm is None else max_norm)
+        return float(total.full_tensor() if hasattr(total, "full_tensor") else total)
     if max_norm is None:
         norms = torch.stack([p.grad.detach().float().norm() for p in params])
         return float(norms.norm())

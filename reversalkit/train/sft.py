@@ -17,7 +17,6 @@ from typing import Any
 from reversalkit.train.config import TrainConfig, TrainResult
 from reversalkit.train.data import SFTExample, collate, encode_sft, pad_id, plan_run
 from reversalkit.train.optim import autocast
-from reversalkit.train.parallel import local_micro_batches
 from reversalkit.train.step import LogFn, decoder_hidden, lm_head_weight, model_device, run_steps
 
 
@@ -27,7 +26,7 @@ def train_sft(model, tokenizer, examples: Sequence[SFTExample], cfg: TrainConfig
 
     The loss covers completion + eos only. Steps, micro-batches and order follow `plan_run`
     (seeded by cfg.seed, length-bucketed if enabled). With a `group` of several ranks, each runs
-    its slice of every micro-batch (`reversalkit.train.parallel`).
+    its slice of every micro-batch (`reversalkit.train.parallel`, cfg.data_parallel).
     """
     from reversalkit.kernels import linear_nll_loss  # lazy: the kernels import triton
     from reversalkit.kernels.sequence import shifted_rows
@@ -37,21 +36,26 @@ def train_sft(model, tokenizer, examples: Sequence[SFTExample], cfg: TrainConfig
     device = model_device(model)
     pad = pad_id(tokenizer)
 
-    def step_fn(micro_batches: Sequence[Sequence[int]]) -> dict[str, float]:
+    def loss_fn(model, ids, mask):  # summed NLL of one micro-batch's completion tokens
+        with autocast(cfg, device):
+            hidden = decoder_hidden(model, ids)  # (B, T, H)
+            rows, targets, _, _ = shifted_rows(hidden, ids, mask)  # (N, H), (N,)
+            return linear_nll_loss(rows, lm_head_weight(model), targets, reduction="sum",
+                                   chunk_size=cfg.logprob_chunk_size)
+
+    def step_fn(dp, micro_batches: Sequence[Sequence[int]]) -> dict[str, float]:
         denom = sum(len(encoded[i]) - encoded[i].prompt_len for mb in micro_batches for i in mb)
         loss_sum, tokens = 0.0, 0
-        for mb in local_micro_batches(micro_batches, group):
+        mine = dp.micro_batches(micro_batches)
+        for k, (mb, real) in enumerate(mine):
             ids, mask = collate([encoded[i] for i in mb], pad)
-            ids, mask = ids.to(device), mask.to(device)
-            with autocast(cfg, device):
-                hidden = decoder_hidden(model, ids)  # (B, T, H)
-                rows, targets, _, _ = shifted_rows(hidden, ids, mask)  # (N, H), (N,)
-                nll_sum = linear_nll_loss(rows, lm_head_weight(model), targets, reduction="sum",
-                                          chunk_size=cfg.logprob_chunk_size)
-            loss = nll_sum / denom
+            loss = dp(loss_fn, ids.to(device), mask.to(device), last=k == len(mine) - 1) / denom
+            if not real:  # this rank's slice is empty: the forward keeps the ranks in step
+                loss = loss * 0.0
             loss.backward()
-            loss_sum += float(loss.detach())
-            tokens += sum(len(encoded[i]) for i in mb)
+            if real:
+                loss_sum += float(loss.detach())
+                tokens += sum(len(encoded[i]) for i in mb)
         return {"loss": loss_sum, "tokens": tokens}
 
     return run_steps(model, steps, step_fn, cfg, desc="sft", progress=progress, log=log, group=group)

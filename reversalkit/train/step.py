@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 from reversalkit.train.config import TrainConfig, TrainResult
 from reversalkit.train.cpu_ops import fused_cpu_ops
 from reversalkit.train.optim import build_optimizer, clip_and_norm, lr_at, set_lr
-from reversalkit.train.parallel import broadcast_parameters, reduce_step
+from reversalkit.train.parallel import DataParallel
 
-StepFn = Callable[[Sequence[Sequence[int]]], dict[str, float]]
+StepFn = Callable[[DataParallel, Sequence[Sequence[int]]], dict[str, float]]
 LogFn = Callable[[dict[str, float]], None] | logging.Logger
 
 
@@ -128,28 +128,31 @@ def run_steps(model, steps: Sequence[Sequence[Sequence[int]]], step_fn: StepFn, 
               desc: str, progress: bool, log: LogFn | None, group: Any = None) -> TrainResult:
     """Run one optimizer step per entry of `steps` ([step][micro-batch][index]).
 
-    `step_fn(micro_batches)` runs forward and backward for every micro-batch of one step (losses
-    already normalised over the whole step) and returns that step's statistics: 'loss' and
-    'tokens' at least, plus any of 'chosen_rewards', 'rejected_rewards', 'reward_accuracy', 'nll'.
+    `step_fn(dp, micro_batches)` runs forward and backward for this rank's part of every micro-batch
+    of one step through `dp` (a `reversalkit.train.parallel.DataParallel`; losses already
+    normalised over the whole step) and returns that step's statistics: 'loss' and 'tokens' at
+    least, plus any of 'chosen_rewards', 'rejected_rewards', 'reward_accuracy', 'nll'.
     `log` receives one dict per step (a `logging.Logger` gets one formatted line instead).
-    group: a `reversalkit.dist.Group` whose ranks share the steps (`reversalkit.train.parallel`):
-    `step_fn` runs this rank's slices and the gradients and statistics are summed over the ranks.
+    group: a `reversalkit.dist.Group` whose ranks share the steps (cfg.data_parallel says how);
+    the statistics are summed over the ranks.
     """
     was_training = model.training
     model.train()
-    optimizer = build_optimizer(model, cfg)
-    broadcast_parameters(model, group)
+    dp = DataParallel(model, cfg.data_parallel, group)
+    optimizer = build_optimizer(dp.module, cfg)
     result = TrainResult()
     start = time.perf_counter()
     bar = tqdm(total=len(steps), desc=desc, disable=not progress, leave=False)
-    with fused_cpu_ops(model):  # one-pass RMSNorm / SwiGLU on float32 CPU
+    # one-pass RMSNorm / SwiGLU on float32 CPU; not under FSDP, which frees and refills the storage
+    # of gathered weights, and the C++ entries' numpy views of a weight make its storage fixed-size
+    with fused_cpu_ops(dp.module, enabled=dp.mode != "fsdp"):
         for step, micro_batches in enumerate(steps):
             t0 = time.perf_counter()
             lr = lr_at(step, len(steps), cfg)
             set_lr(optimizer, lr)
             optimizer.zero_grad(set_to_none=True)
-            stats = reduce_step(model, step_fn(micro_batches), group)
-            grad_norm = clip_and_norm(model, cfg.max_grad_norm)
+            stats = dp.reduce_stats(step_fn(dp, micro_batches))
+            grad_norm = clip_and_norm(dp.module, cfg.max_grad_norm)
             optimizer.step()
             result.losses.append(float(stats["loss"]))
             result.tokens.append(int(stats["tokens"]))
@@ -162,8 +165,10 @@ def run_steps(model, steps: Sequence[Sequence[Sequence[int]]], step_fn: StepFn, 
             bar.update(1)
             bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
             _emit(log, {"step": step, **stats, "lr": lr, "grad_norm": grad_norm})
-    bar.close()
     optimizer.zero_grad(set_to_none=True)
+    del optimizer
+    dp.finish()
+    bar.close()
     model.train(was_training)
     result.wall_s = time.perf_counter() - start
     return result
