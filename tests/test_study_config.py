@@ -13,7 +13,7 @@ def test_presets_load_and_differ():
     tiny, gsm = StudyConfig.preset("tiny"), StudyConfig.preset("gsm8k")
     assert tiny.model == "tiny" and tiny.iterations == 5
     assert set(tiny.methods) == {"sft", "dpo", "gold"} and tiny.seeds == (0, 1, 2)
-    assert tiny.sample_size is None and tiny.samples_per_problem == 4 and tiny.dpo_train.nll_weight == 1.0
+    assert tiny.sample_size is None and tiny.samples_per_problem == 4 and tiny.dpo_train.nll_weight == 2.0
     assert (gsm.samples_per_problem, gsm.temperature, gsm.top_p) == (50, 0.75, 0.95)
     assert gsm.ood_tasks == ("math:test",)
     with pytest.raises(ValueError, match="unknown preset 'nope'.*tiny"):
