@@ -148,5 +148,6 @@ def test_a_config_stored_by_an_earlier_version_upgrades():
                      "nll_weight": 0.0, "share_prompt": True}
     assert StudyConfig.from_stored(old) == StudyConfig.preset("tiny")
     assert upgrade_config(old) == new
-    with pytest.raises(ValueError, match="nll_weight=1.0 conflicts with dpo_train.nll_weight=0.5"):
+    conflict = f"nll_weight={old['nll_weight']} conflicts with dpo_train.nll_weight=0.5"
+    with pytest.raises(ValueError, match=conflict):
         upgrade_config({**old, "dpo_train": {**dpo, "nll_weight": 0.5}})
