@@ -87,6 +87,9 @@ VARIANTS.update({
                       "sft_train.warmup_steps=5", "dpo_train.warmup_steps=5"],
     "preset_n4_1ep": [*PRESET_ROUNDS, "samples_per_problem=4", "sft_train.epochs=1", "dpo_train.epochs=1",
                       "sft_train.warmup_steps=5", "dpo_train.warmup_steps=5"],
+    # the preset's rounds as they are now (DPO's NLL weight 2), for other M1s (--m1-set)
+    "preset_nll2": [*PRESET_ROUNDS, "samples_per_problem=4", "sft_train.epochs=2", "dpo_train.epochs=2",
+                    "dpo_train.nll_weight=2.0"],
 })
 # The recipe the sweep starts from (the preset's before the sweep chose fresh draws and the NLL
 # term), pinned so that every variant below means the same whatever the preset holds now.
