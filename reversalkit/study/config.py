@@ -131,6 +131,9 @@ class StudyConfig(Config):
     ood_eval_samples: int | None = option(None, "completions sampled per OOD problem (None = eval_samples; "
                                           "0 = greedy pass@1 only)")
     eval_temperature: float | None = option(None, "temperature of evaluation samples (None = temperature)")
+    m1_is_samples: int = option(0, "M1's samples per ID test problem for its pass@N on the improvement sets, "
+                                "N = 2, 4, ... up to this (the paper's 2..64); the ones beyond eval_samples "
+                                "are drawn once, in step m1/is, and used for nothing else (0 = eval_samples)")
     max_new_tokens: int = option(256, "generation length limit")
 
     # ---- D_t -----------------------------------------------------------------------------
@@ -211,6 +214,7 @@ class StudyConfig(Config):
         check(self.samples_per_problem >= 1,
               f"samples_per_problem must be >= 1, got {self.samples_per_problem}")
         check(self.eval_samples >= 0, f"eval_samples must be >= 0, got {self.eval_samples}")
+        check(self.m1_is_samples >= 0, f"m1_is_samples must be >= 0, got {self.m1_is_samples}")
         check(self.temperature > 0, f"temperature must be > 0 for sampling, got {self.temperature}")
         check(self.eval_temperature is None or self.eval_temperature > 0,
               f"eval_temperature must be > 0 or None, got {self.eval_temperature}")
@@ -253,6 +257,20 @@ class StudyConfig(Config):
     def ks(self) -> tuple[int, ...]:
         """The pass@k values that the evaluation samples support."""
         return tuple(k for k in self.pass_k if k <= self.eval_samples)
+
+    @property
+    def m1_extra_samples(self) -> int:
+        """M1's samples per ID test problem beyond eval_samples (step m1/is; 0 = no such step)."""
+        return max(0, self.m1_is_samples - self.samples_for("id"))
+
+    def is_ks(self) -> tuple[int, ...]:
+        """N of M1's pass@N on the improvement sets: `ks`, and with M1's extra samples also the
+        powers of two up to the samples M1 has per ID test problem, and that number."""
+        if not self.m1_extra_samples:
+            return self.ks
+        n = self.samples_for("id") + self.m1_extra_samples
+        powers = {1 << i for i in range(1, n.bit_length()) if 1 << i <= n}
+        return tuple(sorted({k for k in self.pass_k if k <= n} | powers | ({n} if n >= 2 else set())))
 
     def samples_for(self, split: str) -> int:
         """Evaluation samples per problem of a test set ('id' or an OOD label)."""

@@ -3,6 +3,8 @@
 Steps and their artifacts (under the run directory, see `store.py`):
     m1/train        nodes/m1/model/ (safetensors + tokenizer), nodes/m1/round.json
     <node>/eval     nodes/<node>/eval.json, nodes/<node>/eval/<split>.{greedy,samples}.jsonl.gz
+    m1/is           nodes/m1/eval/id.is_samples.jsonl.gz (with m1_is_samples: M1's extra samples, for
+                    its pass@N on the improvement sets only)
     <node>/sample   nodes/<node>/train_samples.jsonl.gz (+ .json: coverage), the next round's raw data
     <node>/ref      nodes/<child>/ref_logps.safetensors (DPO reference log-probs, computed once)
     <node>/train    nodes/<node>/model/, nodes/<node>/round.json (D_t statistics, training record)
@@ -109,6 +111,8 @@ class Study:
             opening.check_task_identity(store, identity)
             self._step("m1/train", self._train_m1)
             self._step("m1/eval", lambda: self._evaluate(ROOT))
+            if cfg.m1_extra_samples:
+                self._step("m1/is", self._m1_is_samples)
             for method in sorted(cfg.methods, key=lambda m: m == "gold"):  # gold reuses SFT's samples
                 chain = method_nodes(cfg.round_kinds(method))
                 for parent, node in zip(chain, chain[1:]):
@@ -181,7 +185,7 @@ class Study:
 
     def planned_steps(self) -> list[str]:
         """Every step of the run, in the order the loop takes them."""
-        cfg, steps = self.cfg, ["m1/train", "m1/eval"]
+        cfg, steps = self.cfg, ["m1/train", "m1/eval"] + (["m1/is"] if self.cfg.m1_extra_samples else [])
         for method in sorted(cfg.methods, key=lambda m: m == "gold"):
             chain = method_nodes(cfg.round_kinds(method))
             for node in chain[1:]:
@@ -335,6 +339,23 @@ class Study:
                                "train": record})
         return {"train_steps": record.get("steps")}
 
+    def _m1_is_samples(self) -> dict[str, Any]:
+        ws = self.ws
+        task, problems = ws.eval_sets[ID_SPLIT]
+        records = stages.m1_is_samples(ws.engine_for(ROOT), task, problems, self.cfg,
+                                       progress=self._progress(), group=self.group)
+        if records is None:  # a rank other than 0: its shard went to rank 0
+            return {}
+        self.store.write_jsonl(f"{node_dir(ROOT)}/eval/{ID_SPLIT}.is_samples.jsonl.gz", records)
+        return {"samples": len(records)}
+
+    def _m1_samples(self, split: str) -> list[dict[str, Any]]:
+        """M1's evaluation samples of a test set, with its extra ones for pass@N on IS (ID only)."""
+        base = f"{node_dir(ROOT)}/eval/{split}"
+        extra = f"{base}.is_samples.jsonl.gz"
+        return self.store.read_jsonl(f"{base}.samples.jsonl.gz") + (
+            self.store.read_jsonl(extra) if self.store.exists(extra) else [])
+
     def _evaluate(self, name: str) -> dict[str, Any]:
         ws, cfg, store = self.ws, self.cfg, self.store
         engine = ws.engine_for(name)
@@ -350,28 +371,20 @@ class Study:
             store.write_jsonl(f"{base}.samples.jsonl.gz", samples)
             splits[split] = metrics
             if name != ROOT:
-                m1 = f"{node_dir(ROOT)}/eval/{split}"
+                m1 = f"{node_dir(ROOT)}/eval/{split}"  # its greedy records; samples via _m1_samples
                 from reversalkit.study.evaluate import transition_summary  # noqa: PLC0415
 
                 transitions[split] = transition_summary(store.read_jsonl(f"{m1}.greedy.jsonl.gz"), greedy,
-                                                        store.read_jsonl(f"{m1}.samples.jsonl.gz"), cfg.ks)
+                                                        self._m1_samples(split), cfg.is_ks())
         store.write_json(f"{node_dir(name)}/eval.json", {"splits": splits, "transitions": transitions})
         p1 = {s: m["pass1"]["mean"] for s, m in splits.items()}
         log.info("%s: greedy pass@1 %s", name, ", ".join(f"{s} {v:.3f}" for s, v in p1.items()))
         return {"pass1": p1.get(ID_SPLIT)}
 
 
-
-
 def _step_kind(step: str) -> str:
     """'m1/train' and 'm1/eval' as themselves, other steps by their stage ('sample', 'train', ...)."""
     return step if step.startswith(f"{ROOT}/") else step.rsplit("/", 1)[-1]
-
-
-
-
-
-
 
 
 def _quarters(values: list[float]) -> str:

@@ -99,6 +99,13 @@ def _get(entry: dict[str, Any], *path: str) -> Any:
     return entry
 
 
+def _largest_is_n(entries: list[dict[str, Any]]) -> str | None:
+    """The largest N of M1's pass@N on IS that every seed's entry has (None: some seed has none)."""
+    curves = [_get(e, "transitions", ID_SPLIT, "m1_pass_at_n_on_is") or {} for e in entries]
+    common = set.intersection(*(set(c) for c in curves)) if curves else set()
+    return max(common, key=int) if common else None
+
+
 def _pool_entry(method: str, node: Any, runs: list[tuple[int, RunStore, dict[str, Any]]], splits: list[str],
                 ks: list[str], n_boot: int, ci: float,
                 m1: dict[int, tuple[dict, dict, dict | None]]) -> dict[str, Any] | None:
@@ -124,9 +131,10 @@ def _pool_entry(method: str, node: Any, runs: list[tuple[int, RunStore, dict[str
                            "regressed": seeds_of("transitions", ID_SPLIT, "regressed"),
                            "gain": {}, "diversity_change": {}}
     top_k = ks[-1] if ks else None
-    if top_k is not None:
-        out["m1_pass_at_n_on_is"] = seeds_of("transitions", ID_SPLIT, "m1_pass_at_n_on_is", top_k)
-        out["m1_pass_at_n_on_is"]["n"] = int(top_k)
+    top_n = _largest_is_n(entries) or top_k  # M1's extra samples (m1_is_samples) reach past top_k
+    if top_n is not None:
+        out["m1_pass_at_n_on_is"] = seeds_of("transitions", ID_SPLIT, "m1_pass_at_n_on_is", top_n)
+        out["m1_pass_at_n_on_is"]["n"] = int(top_n)
     if node.name == ROOT:
         return out
     for split in splits:

@@ -235,6 +235,20 @@ def draw_sets(engine, sets: dict[str, tuple[Any, Sequence[Any]]], cfg: StudyConf
     return out
 
 
+def m1_is_samples(engine, task: Any, problems: Sequence[Any], cfg: StudyConfig, *, progress: bool,
+                  group: Group = SINGLE) -> list[dict[str, Any]] | None:
+    """M1's `cfg.m1_extra_samples` more rewarded samples per ID test problem, for its pass@N on the
+    improvement sets only. They use a seed of their own, so every other metric of M1 stays the one
+    its `eval_samples` give. Rank 0 returns every record in problem order, other ranks None."""
+    problems = list(problems)[group.shard(len(problems))]
+    records = rollout.generate(engine, task, problems, n=cfg.m1_extra_samples,
+                               temperature=cfg.eval_temperature or cfg.temperature, top_p=cfg.top_p,
+                               max_new_tokens=cfg.max_new_tokens, seed=derive_seed(cfg.seed, "is", "id"),
+                               progress=progress, desc="M1 samples for pass@N on IS")
+    parts = group.gather(rollout.reward(task, problems, records))
+    return None if parts is None else [r for part in parts for r in part]
+
+
 def score_set(task: Any, problems: Sequence[Any], greedy: list[dict], samples: list[dict], cfg: StudyConfig,
               split: str, *, sbert: Any) -> dict[str, Any]:
     """The metrics of one test set from its rewarded greedy and sampled records."""

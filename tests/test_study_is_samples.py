@@ -1,0 +1,90 @@
+"""M1's extra samples for its pass@N on the improvement sets (`m1_is_samples`): drawn once, in a
+step of their own, and used for that curve only."""
+
+import gzip
+import json
+from collections import Counter
+from math import comb
+
+import pytest
+from test_study_resume import micro_config
+
+from reversalkit.study import Study, StudyConfig
+from reversalkit.tasks import REGISTRY
+
+
+def _records(path):
+    with gzip.open(path, "rt") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def _pass_at_k(n: int, c: int, k: int) -> float:
+    return 1.0 if n - c < k else 1.0 - comb(n - c, k) / comb(n, k)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("is_samples")
+    # seed 6: this micro study's M2 solves test problems its M1 missed, so the curve exists
+    cfg = micro_config(root / "plain").with_overrides(["iterations=2", "methods=[sft]", "seed=6"])
+    plain = Study(cfg, print_summary=False).run()
+    more_cfg = cfg.replace(out_dir=str(root / "more"), m1_is_samples=16)
+    more = Study(more_cfg, print_summary=False).run()
+    yield root, plain, more
+    REGISTRY.unregister("easysum")
+
+
+def test_extra_samples_are_a_step_of_their_own(two_runs):
+    root, _, _ = two_runs
+    steps = {name: json.loads((root / name / "manifest.json").read_text())["steps"]
+             for name in ("plain", "more")}
+    assert "m1/is" in steps["more"] and "m1/is" not in steps["plain"]
+    m1 = root / "more" / "nodes" / "m1" / "eval"
+    extra, regular = _records(m1 / "id.is_samples.jsonl.gz"), _records(m1 / "id.samples.jsonl.gz")
+    greedy_ids = [r["id"] for r in _records(m1 / "id.greedy.jsonl.gz")]
+    assert Counter(r["id"] for r in extra) == {pid: 12 for pid in greedy_ids}  # 16 - eval_samples 4
+    assert all("correct" in r for r in extra)
+    # their own random stream: not a copy of the evaluation samples
+    assert [r["text"] for r in extra[:4]] != [r["text"] for r in regular[:4]] or \
+        [r["text"] for r in extra[4:8]] != [r["text"] for r in regular[:4]]
+
+
+def test_every_other_number_is_unchanged(two_runs):
+    _, plain, more = two_runs
+    for a, b in zip(plain["methods"]["sft"], more["methods"]["sft"], strict=True):
+        assert a["eval"] == b["eval"]
+        ta, tb = dict(a.get("transitions") or {}), dict(b.get("transitions") or {})
+        for t in (ta, tb):
+            for split in t.values():
+                split.pop("m1_pass_at_n_on_is", None)
+        assert ta == tb
+
+
+def test_the_curve_counts_all_of_m1s_samples(two_runs):
+    root, _, more = two_runs
+    run = root / "more" / "nodes"
+    m1 = {r["id"]: r["correct"] for r in _records(run / "m1" / "eval" / "id.greedy.jsonl.gz")}
+    cur = {r["id"]: r["correct"] for r in _records(run / "m1-s" / "eval" / "id.greedy.jsonl.gz")}
+    improved = sorted(pid for pid in m1 if cur[pid] and not m1[pid])
+    samples = _records(run / "m1" / "eval" / "id.samples.jsonl.gz") + \
+        _records(run / "m1" / "eval" / "id.is_samples.jsonl.gz")
+    n = Counter(r["id"] for r in samples)
+    c = Counter(r["id"] for r in samples if r["correct"])
+    transitions = json.loads((run / "m1-s" / "eval.json").read_text())["transitions"]["id"]
+    curve = transitions.get("m1_pass_at_n_on_is")
+    assert improved, "the fixture's M2 must solve problems M1 missed; pick another seed if this moved"
+    assert sorted(curve, key=int) == ["1", "2", "4", "8", "16"]
+    for k, value in curve.items():
+        expect = sum(_pass_at_k(n[p], c[p], int(k)) for p in improved) / len(improved)
+        assert value == pytest.approx(expect, abs=1e-12), k
+
+
+def test_is_ks():
+    cfg = StudyConfig(eval_samples=8, pass_k=(1, 2, 4, 8))
+    assert cfg.is_ks() == cfg.ks == (1, 2, 4, 8)
+    assert cfg.replace(m1_is_samples=64).is_ks() == (1, 2, 4, 8, 16, 32, 64)
+    assert cfg.replace(m1_is_samples=4).is_ks() == (1, 2, 4, 8)  # fewer than eval_samples: nothing extra
+    odd = StudyConfig(eval_samples=50, pass_k=(1, 10, 50), m1_is_samples=100)
+    assert odd.is_ks() == (1, 2, 4, 8, 10, 16, 32, 50, 64, 100)
+    with pytest.raises(ValueError, match="m1_is_samples must be >= 0"):
+        StudyConfig(m1_is_samples=-1)
