@@ -13,8 +13,9 @@ directory through `transformers`; `save_model` writes safetensors that `load_mod
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -186,16 +187,34 @@ def _offline_hint(spec: str, what: str, exc: Exception) -> OSError:
     )
 
 
+@contextlib.contextmanager
+def hf_progress_bars(enabled: bool) -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights", "Writing model shards") off inside the
+    block when not `enabled`; their switch is process-wide, so it is restored on the way out."""
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415
+
+    turn_off = not enabled and hf_logging.is_progress_bar_enabled()
+    if turn_off:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if turn_off:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(spec: str | Path, *, device: str | torch.device = "cpu",
-               dtype: str | torch.dtype = "auto") -> PreTrainedModel:
-    """A causal LM from a local directory or a hub id, on `device` in `dtype`, in eval mode."""
+               dtype: str | torch.dtype = "auto", progress: bool = True) -> PreTrainedModel:
+    """A causal LM from a local directory or a hub id, on `device` in `dtype`, in eval mode;
+    `progress=False` silences transformers' loading bar."""
     torch_dtype = resolve_dtype(dtype, device)
     path = Path(spec).expanduser()
     if path.exists() and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} exists but holds no config.json; is it a model directory?")
     source = str(path) if path.exists() else str(spec)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        with hf_progress_bars(progress):
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
     except OSError as exc:
         if path.exists():
             raise
@@ -218,13 +237,16 @@ def load_tokenizer(spec: str | Path) -> PreTrainedTokenizerBase:
     return tok
 
 
-def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path:
-    """Write config, safetensors weights and tokenizer files into `path` (created if needed).
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path, *,
+               progress: bool = True) -> Path:
+    """Write config, safetensors weights and tokenizer files into `path` (created if needed);
+    `progress=False` silences transformers' writing bar.
 
     Not atomic by itself: callers that need atomicity write into a temporary directory and rename.
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path, safe_serialization=True)
+    with hf_progress_bars(progress):
+        model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path

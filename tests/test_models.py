@@ -141,6 +141,22 @@ def test_save_and_load_round_trip(tok, tmp_path):
     assert load_tokenizer(tmp_path / "m").get_vocab() == tok.get_vocab()
 
 
+def test_progress_false_silences_transformers_bars_and_restores_them(tok, tmp_path, capfd):
+    from transformers.utils import logging as hf_logging
+
+    model = tiny_llama(len(tok), hidden_size=32, num_layers=1, seed=3)
+    assert hf_logging.is_progress_bar_enabled()
+    save_model(model, tok, tmp_path / "quiet", progress=False)
+    load_model(tmp_path / "quiet", device="cpu", dtype="float32", progress=False)
+    quiet = capfd.readouterr().err
+    save_model(model, tok, tmp_path / "loud")
+    load_model(tmp_path / "loud", device="cpu", dtype="float32")
+    loud = capfd.readouterr().err
+    assert "Writing model shards" in loud and "Loading weights" in loud
+    assert "Writing model shards" not in quiet and "Loading weights" not in quiet
+    assert hf_logging.is_progress_bar_enabled()
+
+
 def test_missing_hub_model_offline_says_what_to_do(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OSError, match="local checkpoint directory"):

@@ -37,7 +37,7 @@ def build_base_model(cfg: StudyConfig, task: Any, texts: list[str], device: str)
 
     if cfg.model != "tiny":
         tok = models.load_tokenizer(cfg.model)
-        return models.load_model(cfg.model, device=device, dtype=cfg.dtype), tok
+        return models.load_model(cfg.model, device=device, dtype=cfg.dtype, progress=cfg.progress), tok
     tm = cfg.tiny_model
     tok = models.build_word_tokenizer(texts, max_number=tm.max_number)
     model = models.tiny_llama(len(tok), hidden_size=tm.hidden_size, num_layers=tm.num_layers,

@@ -113,7 +113,8 @@ class Workspace:
     def given_m1(self) -> tuple[Any, Any]:
         """The user's own M1 (`cfg.m1`) as the current model, to be stored as node m1."""
         path = self.cfg.m1
-        self.model = models.load_model(path, device=self.device, dtype=self._train_dtype())
+        self.model = models.load_model(path, device=self.device, dtype=self._train_dtype(),
+                                       progress=self.cfg.progress)
         self.tok = models.load_tokenizer(path)
         self.model_node = None
         return self.model, self.tok
@@ -128,7 +129,8 @@ class Workspace:
     def _ensure_model(self) -> None:
         if self.model is None:
             path = self.store.path(f"{node_dir(ROOT)}/model")
-            self.model = models.load_model(path, device=self.device, dtype=self._train_dtype())
+            self.model = models.load_model(path, device=self.device, dtype=self._train_dtype(),
+                                           progress=self.cfg.progress)
             self.tok = models.load_tokenizer(path)
             self.model_node = ROOT
 
@@ -169,7 +171,7 @@ class Workspace:
         every rank holds the same weights)."""
         if self.group.is_main:
             with self.store.atomic_dir(f"{node_dir(name)}/model") as tmp:
-                models.save_model(self.model, self.tok, tmp)
+                models.save_model(self.model, self.tok, tmp, progress=self.cfg.progress)
         self.model_node = name
 
     def engine_for(self, name: str) -> Any:
