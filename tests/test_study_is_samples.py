@@ -88,3 +88,24 @@ def test_is_ks():
     assert odd.is_ks() == (1, 2, 4, 8, 10, 16, 32, 50, 64, 100)
     with pytest.raises(ValueError, match="m1_is_samples must be >= 0"):
         StudyConfig(m1_is_samples=-1)
+
+
+def _pooled_entry(iteration: int, is_curve: dict | None) -> dict:
+    none = {"mean": None, "seeds": [None]}
+    return {"iteration": iteration, "pass1": {"id": {"mean": 0.2, "seeds": [0.2]}}, "gain": {},
+            "improved": none, "regressed": none, "m1_pass_at_n_on_is": is_curve,
+            "diversity": {k: none for k in ("sbert", "distinct_n", "equations")}, "diversity_change": {},
+            "train_coverage": none}
+
+
+def test_pooled_table_names_the_n_its_values_are_at():
+    from reversalkit.study.pooled_report import main_rows
+
+    results = {"id_split": "id", "ood_splits": [], "methods": {"sft": [
+        _pooled_entry(1, {"mean": None, "seeds": [None], "n": 8}),  # M1's own row: nothing to measure
+        _pooled_entry(2, {"mean": 0.9, "seeds": [0.9], "n": 64}),
+        _pooled_entry(3, {"mean": 0.7, "seeds": [0.7], "n": 8}),  # a seed without M1's extra samples
+    ]}}
+    header, rows = main_rows(results)
+    col = header.index("M1 pass@64 on IS")
+    assert [r[col] for r in rows] == ["-", "0.900", "0.700 (N=8)"]

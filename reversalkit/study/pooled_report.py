@@ -25,11 +25,18 @@ def _seeds(v: dict[str, Any] | None) -> str:
     return f"{v['mean']:.3f} ({' '.join(fmt(x, 2) for x in v['seeds'])})"
 
 
+def _is_cell(v: dict[str, Any], n_top: int | None) -> str:
+    if v.get("mean") is None:
+        return fmt(None)
+    return fmt(v["mean"]) + ("" if v.get("n") == n_top else f" (N={v.get('n')})")
+
+
 def main_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The main table: one row per method and iteration, pooled over seeds."""
     sid, oods = results["id_split"], results["ood_splits"]
-    n_top = next((e.get("m1_pass_at_n_on_is", {}).get("n") for ents in results["methods"].values()
-                  for e in ents if e.get("m1_pass_at_n_on_is")), None)
+    # N of the first measured value (M1's own row has none); a row measured at another N says so
+    n_top = next((e["m1_pass_at_n_on_is"].get("n") for ents in results["methods"].values() for e in ents
+                  if (e.get("m1_pass_at_n_on_is") or {}).get("mean") is not None), None)
     header = ["method", "iter", f"pass@1 {sid} (seeds)", f"Δ pass@1 {sid} vs M1 [CI]",
               *[h for s in oods for h in (f"pass@1 {s}", f"Δ pass@1 {s} vs M1 [CI]")],
               "IS size", "RS size", f"M1 pass@{n_top or 'N'} on IS",
@@ -43,7 +50,7 @@ def main_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 *[c for s in oods for c in (fmt(e["pass1"].get(s, {}).get("mean")),
                                             fmt_gain(e["gain"].get(s, {}).get("pooled")))],
                 fmt(e["improved"]["mean"], 1), fmt(e["regressed"]["mean"], 1),
-                fmt((e.get("m1_pass_at_n_on_is") or {}).get("mean")),
+                _is_cell(e.get("m1_pass_at_n_on_is") or {}, n_top),
                 fmt(e["diversity"]["sbert"]["mean"]), fmt_gain(e["diversity_change"].get("sbert")),
                 fmt(e["diversity"]["distinct_n"]["mean"]), fmt(e["diversity"]["equations"]["mean"]),
                 fmt(e["train_coverage"]["mean"]),
