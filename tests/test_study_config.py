@@ -151,3 +151,21 @@ def test_a_config_stored_by_an_earlier_version_upgrades():
     conflict = f"nll_weight={old['nll_weight']} conflicts with dpo_train.nll_weight=0.5"
     with pytest.raises(ValueError, match=conflict):
         upgrade_config({**old, "dpo_train": {**dpo, "nll_weight": 0.5}})
+
+
+def test_keys_added_since_a_run_was_stored_take_the_value_that_reproduces_it(tmp_path):
+    """A run stored before m1_is_samples and data_parallel existed resumes under today's config with
+    them at the values that reproduce it, and only at those."""
+    from reversalkit.study.config import NON_RESULT_KEYS
+    from reversalkit.study.store import RunStore
+
+    now = StudyConfig.preset("tiny").replace(m1_is_samples=0).to_dict()
+    old = {k: v for k, v in now.items() if k != "m1_is_samples"}
+    for part in ("m1_train", "sft_train", "dpo_train"):
+        old[part] = {k: v for k, v in old[part].items() if k != "data_parallel"}
+    assert upgrade_config(old) == now
+    RunStore.open(tmp_path / "run", old).close()
+    RunStore.open(tmp_path / "run", now, ignore_keys=NON_RESULT_KEYS, upgrade=upgrade_config).close()
+    with pytest.raises(ValueError, match="m1_is_samples: 0 -> 64"):
+        RunStore.open(tmp_path / "run", {**now, "m1_is_samples": 64}, ignore_keys=NON_RESULT_KEYS,
+                      upgrade=upgrade_config)

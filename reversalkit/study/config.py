@@ -25,6 +25,10 @@ SFT_SELECTIONS = ("all", "dedup")
 SAMPLE_DRAWS = ("fixed", "fresh")
 # Study-level DPO keys of earlier versions, now read from dpo_train only.
 LEGACY_DPO_KEYS = ("beta", "loss_type", "nll_weight")
+# Keys added after runs were stored, with the value that reproduces those runs (study level, and
+# in each training config).
+ADDED_KEYS: dict[str, Any] = {"m1_is_samples": 0}
+ADDED_TRAIN_KEYS: dict[str, Any] = {"data_parallel": "ddp"}
 # Keys that may change between a run and its resume without changing any number.
 NON_RESULT_KEYS = ("out_dir", "progress", "sbert_batch_size")
 
@@ -60,9 +64,13 @@ def _dpo_train(**kw: Any) -> Any:
 
 def upgrade_config(data: dict[str, Any]) -> dict[str, Any]:
     """A config dict of an earlier version in today's layout: the study-level `beta`, `loss_type` and
-    `nll_weight` move into `dpo_train` (a different non-default value already there is an error), and
-    DPO-only keys at their defaults leave `m1_train` / `sft_train`, which no longer have them."""
-    data = dict(data)
+    `nll_weight` move into `dpo_train` (a different non-default value already there is an error),
+    DPO-only keys at their defaults leave `m1_train` / `sft_train`, which no longer have them, and
+    keys added since take the value that reproduces the stored run (`ADDED_KEYS`)."""
+    data = {**ADDED_KEYS, **data}
+    for name in ("m1_train", "sft_train", "dpo_train"):
+        if isinstance(data.get(name), dict):
+            data[name] = {**ADDED_TRAIN_KEYS, **data[name]}
     defaults = DPOTrainConfig()
     if any(k in data for k in LEGACY_DPO_KEYS):
         dpo = dict(data.get("dpo_train") or {})
