@@ -33,7 +33,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # The dev-only evaluation every run of the sweep uses (greedy pass@1 on 500 dev problems).
-DEV_EVAL = ["id_split=dev", "task_options.dev_size=500", "ood_tasks=[]", "eval_samples=0",
+DEV_EVAL = ["id_split=dev", "task_options.dev_size=500", "ood_tasks=[]", "eval_samples=0", "m1_is_samples=0",
             "sbert_model=none", "bootstrap=0", "progress=false"]
 
 # Candidate levers (see issue "progress, then reversal"): which problems a round samples, the
