@@ -145,16 +145,20 @@ def test_progress_false_silences_transformers_bars_and_restores_them(tok, tmp_pa
     from transformers.utils import logging as hf_logging
 
     model = tiny_llama(len(tok), hidden_size=32, num_layers=1, seed=3)
-    assert hf_logging.is_progress_bar_enabled()
-    save_model(model, tok, tmp_path / "quiet", progress=False)
-    load_model(tmp_path / "quiet", device="cpu", dtype="float32", progress=False)
-    quiet = capfd.readouterr().err
-    save_model(model, tok, tmp_path / "loud")
-    load_model(tmp_path / "loud", device="cpu", dtype="float32")
-    loud = capfd.readouterr().err
+    was = hf_logging.is_progress_bar_enabled()  # the CLI's --quiet, run by other tests, turns them off
+    hf_logging.enable_progress_bar()
+    try:
+        save_model(model, tok, tmp_path / "quiet", progress=False)
+        load_model(tmp_path / "quiet", device="cpu", dtype="float32", progress=False)
+        quiet = capfd.readouterr().err
+        assert hf_logging.is_progress_bar_enabled()
+        save_model(model, tok, tmp_path / "loud")
+        load_model(tmp_path / "loud", device="cpu", dtype="float32")
+        loud = capfd.readouterr().err
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
     assert "Writing model shards" in loud and "Loading weights" in loud
     assert "Writing model shards" not in quiet and "Loading weights" not in quiet
-    assert hf_logging.is_progress_bar_enabled()
 
 
 def test_missing_hub_model_offline_says_what_to_do(monkeypatch):
