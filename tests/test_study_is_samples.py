@@ -109,3 +109,21 @@ def test_pooled_table_names_the_n_its_values_are_at():
     header, rows = main_rows(results)
     col = header.index("M1 pass@64 on IS")
     assert [r[col] for r in rows] == ["-", "0.900", "0.700 (N=8)"]
+
+
+def test_pooled_results_carry_each_seeds_curve(tmp_path):
+    """Seeds 6 and 7 of this micro study both have an improvement set at M2: the pooled entry holds
+    the curve at every N both seeds measured, each seed's value as its own run has it."""
+    cfg = micro_config(tmp_path / "pooled").with_overrides(["iterations=2", "methods=[sft]", "seeds=[6, 7]",
+                                                              "m1_is_samples=16"])
+    pooled = Study(cfg, print_summary=False).run()
+    own = [json.loads((tmp_path / "pooled" / f"seed{s}" / "results.json").read_text()) for s in (6, 7)]
+    curves = [r["methods"]["sft"][1]["transitions"]["id"]["m1_pass_at_n_on_is"] for r in own]
+    entry = pooled["methods"]["sft"][1]
+    assert list(entry["m1_pass_at_n_on_is_curve"]) == ["1", "2", "4", "8", "16"]
+    for n, v in entry["m1_pass_at_n_on_is_curve"].items():
+        assert v["seeds"] == [c[n] for c in curves]
+        assert v["mean"] == pytest.approx(sum(v["seeds"]) / 2, abs=1e-12)
+    assert entry["m1_pass_at_n_on_is"]["n"] == 16
+    assert "m1_pass_at_n_on_is_curve" not in pooled["methods"]["sft"][0]  # M1's own row: no IS
+    assert (tmp_path / "pooled" / "report" / "reversal.png").stat().st_size > 0

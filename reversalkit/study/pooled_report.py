@@ -68,7 +68,10 @@ def plot_reversal(results: dict[str, Any], out: Path) -> str:
     panels = [(f"Δ pass@1 {sid}", lambda e: e["gain"].get(sid, {}).get("pooled"))]
     panels += [(f"Δ pass@1 {s}", lambda e, s=s: e["gain"].get(s, {}).get("pooled")) for s in oods]
     panels += [("Δ SBERT diversity (correct)", lambda e: e["diversity_change"].get("sbert"))]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    curves = {m: ents[-1].get("m1_pass_at_n_on_is_curve") for m, ents in results["methods"].items()}
+    curves = {m: c for m, c in curves.items() if c}
+    fig, axes = plt.subplots(1, len(panels) + bool(curves), figsize=(4.2 * (len(panels) + bool(curves)), 3.6),
+                             squeeze=False)
     for ax, (title, getter) in zip(axes[0], panels):
         ax.axhline(0.0, color="black", lw=0.8)
         for method, entries in results["methods"].items():
@@ -84,10 +87,29 @@ def plot_reversal(results: dict[str, Any], out: Path) -> str:
         ax.set_xlabel("iteration")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
+    if curves:
+        _plot_is_curves(axes[0][-1], curves, results)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"vs M1, pooled over seeds {results['seeds']} (95% paired bootstrap CIs over problems)",
                  fontsize=10)
     return _save(fig, out / "reversal.png", rect=(0, 0, 1, 0.93))
+
+
+def _plot_is_curves(ax, curves: dict[str, dict[str, dict[str, Any]]], results: dict[str, Any]) -> None:
+    """M1's pass@N on the last iterate's improvement set against N: the mean over seeds, each seed's
+    value as a faint point (the paper's test of whether new solves were in M1's generation space)."""
+    for method, curve in curves.items():
+        color, marker = _style(method)
+        ns = [int(n) for n in curve]
+        ax.plot(ns, [c["mean"] for c in curve.values()], color=color, marker=marker, label=method)
+        for n, c in zip(ns, curve.values()):
+            vals = [v for v in c["seeds"] if v is not None]
+            ax.scatter([n] * len(vals), vals, color=color, alpha=0.3, s=10)
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"M1 pass@N on IS(M{results['iterations']})", fontsize=10)
+    ax.set_xlabel("N")
+    ax.grid(alpha=0.3)
 
 
 def write_pooled_report(results: dict[str, Any], out_dir: str | Path) -> Path:
@@ -101,7 +123,8 @@ def write_pooled_report(results: dict[str, Any], out_dir: str | Path) -> Path:
              f"seeds {', '.join(map(str, results['seeds']))} (each a full replicate: M1 and every round). "
              "Pass@1 is greedy; Δ columns are pooled paired bootstrap 95% CIs over problems; (c) = within "
              "correct samples. Each seed's full report: seed<N>/report/.")
-    alt = "Change against M1 per iteration: ID pass@1, OOD pass@1 and SBERT diversity of correct answers"
+    alt = ("Change against M1 per iteration: ID pass@1, OOD pass@1 and SBERT diversity of correct answers; "
+           "M1's pass@N on the last iterate's improvement set")
     found_md, found_html = verdict_sections(results)
     csv_note = "Tidy per-seed values for pandas: `../metrics.csv` (method, iteration, seed, metric, value)."
     md = ["# reversalkit study report (pooled over seeds)", "", intro, "", *found_md,

@@ -99,11 +99,11 @@ def _get(entry: dict[str, Any], *path: str) -> Any:
     return entry
 
 
-def _largest_is_n(entries: list[dict[str, Any]]) -> str | None:
-    """The largest N of M1's pass@N on IS that every seed's entry has (None: some seed has none)."""
+def _common_is_ns(entries: list[dict[str, Any]]) -> list[str]:
+    """The N of M1's pass@N on IS that every seed's entry has, ascending (none: some seed has none)."""
     curves = [_get(e, "transitions", ID_SPLIT, "m1_pass_at_n_on_is") or {} for e in entries]
     common = set.intersection(*(set(c) for c in curves)) if curves else set()
-    return max(common, key=int) if common else None
+    return sorted(common, key=int)
 
 
 def _pool_entry(method: str, node: Any, runs: list[tuple[int, RunStore, dict[str, Any]]], splits: list[str],
@@ -131,10 +131,14 @@ def _pool_entry(method: str, node: Any, runs: list[tuple[int, RunStore, dict[str
                            "regressed": seeds_of("transitions", ID_SPLIT, "regressed"),
                            "gain": {}, "diversity_change": {}}
     top_k = ks[-1] if ks else None
-    top_n = _largest_is_n(entries) or top_k  # M1's extra samples (m1_is_samples) reach past top_k
+    is_ns = _common_is_ns(entries)
+    top_n = is_ns[-1] if is_ns else top_k  # M1's extra samples (m1_is_samples) reach past top_k
     if top_n is not None:
         out["m1_pass_at_n_on_is"] = seeds_of("transitions", ID_SPLIT, "m1_pass_at_n_on_is", top_n)
         out["m1_pass_at_n_on_is"]["n"] = int(top_n)
+    if is_ns:  # the whole curve, N -> each seed's value and their mean
+        out["m1_pass_at_n_on_is_curve"] = {n: seeds_of("transitions", ID_SPLIT, "m1_pass_at_n_on_is", n)
+                                           for n in is_ns}
     if node.name == ROOT:
         return out
     for split in splits:
