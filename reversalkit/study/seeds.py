@@ -131,14 +131,16 @@ def _pool_entry(method: str, node: Any, runs: list[tuple[int, RunStore, dict[str
                            "regressed": seeds_of("transitions", ID_SPLIT, "regressed"),
                            "gain": {}, "diversity_change": {}}
     top_k = ks[-1] if ks else None
-    is_ns = _common_is_ns(entries)
-    top_n = is_ns[-1] if is_ns else top_k  # M1's extra samples (m1_is_samples) reach past top_k
-    if top_n is not None:
-        out["m1_pass_at_n_on_is"] = seeds_of("transitions", ID_SPLIT, "m1_pass_at_n_on_is", top_n)
-        out["m1_pass_at_n_on_is"]["n"] = int(top_n)
-    if is_ns:  # the whole curve, N -> each seed's value and their mean
-        out["m1_pass_at_n_on_is_curve"] = {n: seeds_of("transitions", ID_SPLIT, "m1_pass_at_n_on_is", n)
-                                           for n in is_ns}
+    # the whole curve, N -> each seed's value and their mean; its largest N (M1's extra samples,
+    # m1_is_samples, reach past top_k) is the table's value
+    curve = {n: seeds_of("transitions", ID_SPLIT, "m1_pass_at_n_on_is", n) for n in _common_is_ns(entries)}
+    if curve:
+        out["m1_pass_at_n_on_is_curve"] = curve
+        top_n = max(curve, key=int)
+        out["m1_pass_at_n_on_is"] = {**curve[top_n], "n": int(top_n)}
+    elif top_k is not None:
+        out["m1_pass_at_n_on_is"] = {**seeds_of("transitions", ID_SPLIT, "m1_pass_at_n_on_is", top_k),
+                                     "n": int(top_k)}
     if node.name == ROOT:
         return out
     for split in splits:

@@ -240,11 +240,21 @@ def m1_is_samples(engine, task: Any, problems: Sequence[Any], cfg: StudyConfig, 
     """M1's `cfg.m1_extra_samples` more rewarded samples per ID test problem, for its pass@N on the
     improvement sets only. They use a seed of their own, so every other metric of M1 stays the one
     its `eval_samples` give. Rank 0 returns every record in problem order, other ranks None."""
+    return _sample_sharded(engine, task, problems, cfg, group, n=cfg.m1_extra_samples,
+                           temperature=cfg.eval_temperature or cfg.temperature,
+                           seed=derive_seed(cfg.seed, "is", "id"), progress=progress,
+                           desc="M1 samples for pass@N on IS")
+
+
+def _sample_sharded(engine, task: Any, problems: Sequence[Any], cfg: StudyConfig, group: Group, *,
+                    n: int, temperature: float, seed: int, progress: bool, desc: str,
+                    training_ids: Any = None) -> list[dict[str, Any]] | None:
+    """Each rank samples and rewards its shard of `problems`; rank 0 gets every record in problem
+    order, the other ranks None."""
     problems = list(problems)[group.shard(len(problems))]
-    records = rollout.generate(engine, task, problems, n=cfg.m1_extra_samples,
-                               temperature=cfg.eval_temperature or cfg.temperature, top_p=cfg.top_p,
-                               max_new_tokens=cfg.max_new_tokens, seed=derive_seed(cfg.seed, "is", "id"),
-                               progress=progress, desc="M1 samples for pass@N on IS")
+    records = rollout.generate(engine, task, problems, n=n, temperature=temperature, top_p=cfg.top_p,
+                               max_new_tokens=cfg.max_new_tokens, seed=seed, progress=progress, desc=desc,
+                               training_ids=training_ids)
     parts = group.gather(rollout.reward(task, problems, records))
     return None if parts is None else [r for part in parts for r in part]
 
@@ -277,13 +287,9 @@ def sample_train(engine, task: Any, problems: Sequence[Any], cfg: StudyConfig, n
     random stream depends on its prompt, index and seed only, so the records do not depend on
     the number of ranks.
     """
-    problems = list(problems)[group.shard(len(problems))]
     ids = None
     if tokenizer is not None and sampled_logprobs_exact(cfg, resolve_device(cfg.device)):
         ids = training_ids(tokenizer, cfg.dpo_train.max_length)
-    records = rollout.generate(engine, task, problems, n=cfg.samples_per_problem, temperature=cfg.temperature,
-                               top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                               seed=derive_seed(cfg.seed, "sample", node), progress=progress,
-                               desc=f"sample {node}", training_ids=ids)
-    parts = group.gather(rollout.reward(task, problems, records))
-    return None if parts is None else [r for part in parts for r in part]
+    return _sample_sharded(engine, task, problems, cfg, group, n=cfg.samples_per_problem,
+                           temperature=cfg.temperature, seed=derive_seed(cfg.seed, "sample", node),
+                           progress=progress, desc=f"sample {node}", training_ids=ids)
