@@ -5,10 +5,13 @@ Cases, each provider timed in turn with the other (forward + backward, float32):
   mlp          LlamaMLP (gate/up/down GEMMs + silu * up) on the same tokens, intermediate 512
   sft steps    optimizer steps of M1's training in the tiny preset (train_sft on the synthetic task's
                gold solutions, from the untrained tiny Llama); its losses are checked to agree first
-Providers: "hf" (the model's own modules) and "fused" (inside `fused_cpu_ops`).
+Providers: "hf" (the model's own modules) and "fused" (inside `fused_cpu_ops`); with --compile, the
+sft steps case adds "compiled": HF's modules with the decoder under `torch.compile(dynamic=True)`,
+compiled once (the warm-up call) and reset to the same weights before every call.
 
     python -m benchmarks.bench_train            # 40 SFT steps per call
     python -m benchmarks.bench_train --quick    # 8 steps
+    python -m benchmarks.bench_train --quick --compile --cases sft
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def _module_case(name: str, module: torch.nn.Module, width: int) -> Case:
                 work=TOKENS[0] * TOKENS[1], work_unit="tok")
 
 
-def _sft_case(steps: int) -> Case:
+def _sft_case(steps: int, compiled: bool = False) -> Case:
     import reversalkit.train.step as step_module
     from reversalkit.study import StudyConfig
     from reversalkit.study.stages import gold_completions
@@ -72,14 +75,44 @@ def _sft_case(steps: int) -> Case:
 
         return call
 
-    hf, fused = run(False)(), run(True)()
-    worst = max(abs(a - b) / abs(a) for a, b in zip(hf, fused, strict=True))
-    if worst > 1e-4:
-        raise SystemExit(f"fused and HF training losses differ by {worst:.3g} (relative); not timing")
-    print(f"sft steps: losses agree within {worst:.2g} (relative) over {steps} steps")
+    providers = {"hf": run(False), "fused": run(True)}
+    if compiled:
+        providers["compiled"] = _compiled_run(model, tok, examples, tcfg, own)
+    hf = providers["hf"]()
+    for name, call in providers.items():
+        if name != "hf":
+            worst = max(abs(a - b) / abs(a) for a, b in zip(hf, call(), strict=True))
+            if worst > 1e-4:
+                raise SystemExit(f"{name} and HF training losses differ by {worst:.3g} (relative); "
+                                 "not timing")
+            print(f"sft steps: {name} losses agree with HF's within {worst:.2g} (relative) "
+                  f"over {steps} steps")
     tokens = steps * tcfg.batch_size  # examples per call; the throughput column counts examples
-    return Case(f"sft steps x{steps}, tiny preset M1 training", {"hf": run(False), "fused": run(True)},
+    return Case(f"sft steps x{steps}, tiny preset M1 training", providers,
                 baseline="hf", params={"steps": steps}, work=tokens, work_unit="ex")
+
+
+def _compiled_run(model, tok, examples, tcfg, own):
+    """HF's modules, the decoder compiled once; every call starts from `model`'s weights (copied in
+    place, so the compiled graph stays valid) and runs the same steps as the other providers."""
+    import reversalkit.train.step as step_module
+    from reversalkit.train import train_sft
+
+    work = copy.deepcopy(model)
+    start = [(v, v.clone()) for v in work.state_dict().values()]
+    work.model = torch.compile(work.model, dynamic=True)  # base_model resolves to the compiled module
+
+    def call():
+        with torch.no_grad():
+            for v, v0 in start:
+                v.copy_(v0)
+        step_module.fused_cpu_ops = lambda m, enabled=True: contextlib.nullcontext(0)
+        try:
+            return train_sft(work, tok, examples, tcfg, progress=False).losses
+        finally:
+            step_module.fused_cpu_ops = own
+
+    return call
 
 
 def main() -> None:
@@ -87,6 +120,10 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="8 SFT steps per call instead of 40")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the SFT steps with the decoder under torch.compile (compiles first)")
+    parser.add_argument("--cases", nargs="+", choices=("rmsnorm", "mlp", "sft"),
+                        default=("rmsnorm", "mlp", "sft"))
     args = parser.parse_args()
     if native() is None:
         raise SystemExit("reversalkit._C is not built; run `pip install -e .` first")
@@ -96,8 +133,9 @@ def main() -> None:
     torch.manual_seed(0)
     norm = LlamaRMSNorm(128)
     mlp = LlamaMLP(LlamaConfig(hidden_size=128, intermediate_size=512))
-    cases = [_module_case("rmsnorm", norm, 128), _module_case("mlp", mlp, 128),
-             _sft_case(8 if args.quick else 40)]
+    cases = [_module_case("rmsnorm", norm, 128)] if "rmsnorm" in args.cases else []
+    cases += [_module_case("mlp", mlp, 128)] if "mlp" in args.cases else []
+    cases += [_sft_case(8 if args.quick else 40, args.compile)] if "sft" in args.cases else []
     run_cases("train", cases, warmup=1, repeat=args.repeat, measure_memory=False, interleave=True)
 
 
