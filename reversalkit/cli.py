@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "study` yourself")
     st.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: independent replicates (M1 and every "
                     "round per seed) pooled in one report (the `seeds` key)")
+    st.add_argument("--jobs", type=int, default=None,
+                    help="with several seeds: run up to N at once, each a process with cores/N threads "
+                    "(the `seed_jobs` key; 0 = auto, one per two cores)")
 
     sa = sub.add_parser("sample", parents=[quiet], help="sample completions from a checkpoint and check them")
     sa.add_argument("--model", required=True, help="checkpoint directory or HF id")
@@ -120,6 +123,8 @@ def cmd_study(args: argparse.Namespace) -> int:
             raise ValueError(f"--seeds {args.seeds!r}: give comma-separated integers, "
                              "e.g. --seeds 0,1,2") from None
         cfg = cfg.replace(seeds=seeds)
+    if args.jobs is not None:
+        cfg = cfg.replace(seed_jobs=args.jobs)
     from reversalkit.study.loop import Study  # noqa: PLC0415
 
     if args.dry_run:  # the task and model resolve, nothing is created
@@ -312,9 +317,14 @@ def main(argv: list[str] | None = None) -> int:
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
     rank = int(os.environ.get("RANK", "0") or 0)  # under torchrun, rank 0 speaks for the job
-    logging.basicConfig(level=logging.WARNING if args.quiet or rank != 0 else logging.INFO,
-                        format="%(asctime)s " + (f"rank {rank}: " if rank else "") + "%(message)s",
-                        datefmt="%H:%M:%S")
+    level = logging.WARNING if args.quiet or rank != 0 else logging.INFO
+    before = list(logging.getLogger().handlers)
+    prefix = f"rank {rank}: " if rank else ""
+    logging.basicConfig(level=level, format=f"%(asctime)s {prefix}%(message)s", datefmt="%H:%M:%S")
+    for handler in logging.getLogger().handlers:  # a run's log file sets reversalkit's logger to INFO,
+        if handler not in before:  # so the console's own level is what keeps --quiet quiet
+            handler.setLevel(level)
+    from reversalkit.study.seed_jobs import SeedJobsFailed  # noqa: PLC0415
     from reversalkit.study.store import RunLockedError  # noqa: PLC0415
 
     try:
@@ -325,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # e.g. a model that is neither a local directory nor reachable on the hub
         print(f"reversalkit {args.command}: error: {exc}", file=sys.stderr)
         return 3
+    except SeedJobsFailed as exc:  # each seed's process printed its own error above
+        print(f"reversalkit {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:  # one line, no traceback; Study says where it stopped
         where = str(exc) or "stopped; run the same command to resume"
         print(f"reversalkit {args.command}: {where}", file=sys.stderr)

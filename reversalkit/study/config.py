@@ -30,7 +30,7 @@ LEGACY_DPO_KEYS = ("beta", "loss_type", "nll_weight")
 ADDED_KEYS: dict[str, Any] = {"m1_is_samples": 0}
 ADDED_TRAIN_KEYS: dict[str, Any] = {"data_parallel": "ddp"}
 # Keys that may change between a run and its resume without changing any number.
-NON_RESULT_KEYS = ("out_dir", "progress", "sbert_batch_size")
+NON_RESULT_KEYS = ("out_dir", "progress", "sbert_batch_size", "seed_jobs")
 
 
 @dataclasses.dataclass
@@ -198,6 +198,8 @@ class StudyConfig(Config):
     seeds: tuple[int, ...] = option((), "independent replicates: run the whole study (M1 and every round) "
                                     "once per seed in <out_dir>/seed<N>/ and pool them in <out_dir>/report "
                                     "(paired bootstrap CIs over problems); empty = one run with `seed`")
+    seed_jobs: int = option(0, "seeds run at once, each a process of num_threads (else cores/N) threads; "
+                            "0 = auto: one per two cores, at most one per seed, 1 on CUDA")
     device: str = option("auto", "'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'")
     num_threads: int | None = option(None, "torch intra-op CPU threads (None = torch's default); results "
                                      "are bit-reproducible for a fixed value")
@@ -211,6 +213,7 @@ class StudyConfig(Config):
         self.pass_k = tuple(int(k) for k in self.pass_k)
         self.seeds = tuple(int(x) for x in self.seeds)
         check(len(set(self.seeds)) == len(self.seeds), f"seeds {self.seeds} repeat a seed")
+        check(self.seed_jobs >= 0, f"seed_jobs must be >= 0 (0 = auto), got {self.seed_jobs}")
         check(len(self.methods) > 0, "methods must name at least one of " + ", ".join(METHODS))
         bad = [m for m in self.methods if m not in METHODS]
         check(not bad, f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")

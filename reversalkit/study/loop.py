@@ -33,7 +33,7 @@ import safetensors.torch
 import torch
 
 from reversalkit import dist
-from reversalkit.study import opening, stages
+from reversalkit.study import opening, seed_jobs, stages
 from reversalkit.study.config import NON_RESULT_KEYS, StudyConfig, upgrade_config
 from reversalkit.study.plan import ROOT, Node, method_nodes, node_dir, sampled_by
 from reversalkit.study.pooled_report import pooled_summary
@@ -70,6 +70,8 @@ class Study:
                  task: Any = None, ood_tasks: dict[str, Any] | None = None, print_summary: bool = True):
         self.cfg = config
         self.fresh = fresh
+        # a hook or task objects cannot reach another process: such a study runs its seeds here
+        self.in_process = on_event is not None or task is not None or bool(ood_tasks)
         self.on_event = on_event or (lambda kind, name: None)
         self.task_override = task
         self.ood_override = ood_tasks or {}
@@ -147,13 +149,17 @@ class Study:
         parent = opening.open_store(group, cfg.out_dir, cfg.to_dict(), fresh=self.fresh,
                                      ignore_keys=(*NON_RESULT_KEYS, "seeds", "seed"), upgrade=upgrade_config)
         try:
-            runs = []
-            for i, seed in enumerate(cfg.seeds):
-                log.info("seed %d (%d of %d)", seed, i + 1, len(cfg.seeds))
-                sub = cfg.replace(seed=seed, seeds=(), out_dir=str(replicates.seed_dir(cfg.out_dir, seed)))
+            subs = [cfg.replace(seed=seed, seeds=(), out_dir=str(replicates.seed_dir(cfg.out_dir, seed)))
+                    for seed in cfg.seeds]
+            jobs = 1 if self.in_process else seed_jobs.resolve_jobs(
+                cfg, device=stages.resolve_device(cfg.device), distributed=group.distributed)
+            if jobs > 1:
+                seed_jobs.run_seed_jobs(parent, subs, Study, jobs=jobs, fresh=self.fresh)
+            for i, sub in enumerate(subs if jobs == 1 else ()):
+                log.info("seed %d (%d of %d)", sub.seed, i + 1, len(subs))
                 Study(sub, fresh=self.fresh, on_event=self.on_event, task=self.task_override,
                       ood_tasks=self.ood_override, print_summary=False).run()
-                runs.append((seed, RunStore.read_only(sub.out_dir)))
+            runs = [(sub.seed, RunStore.read_only(sub.out_dir)) for sub in subs]
             if not group.is_main:
                 return group.broadcast(None)
             results, _ = publish_pooled(parent, cfg, runs)
@@ -306,7 +312,7 @@ class Study:
             sampled = stages.sampled_reference(pairs, samples, prompts)
         ref, reused = stages.dpo_reference(pairs, tcfg, lambda: ws.model_at(ref_node), sampled=sampled,
                                            group=self.group)
-        data = safetensors.torch.save(_ref_tensors(ref))
+        data = safetensors.torch.save({"ref_logps": ref.contiguous()})
         self.store.write_bytes(f"{node_dir(node.name)}/ref_logps.safetensors", data)
         log.info("%s: reference log-probs of %d pairs, %d from the sampler's", node.name, len(pairs), reused)
         return {"pairs": stats["pairs"], "reference": ref_node, "from_samples": reused}
@@ -329,10 +335,9 @@ class Study:
         record = stages.train_round(model, tok, node.kind, data, tcfg, ref, progress=self._progress(),
                                     group=self.group)
         if record.get("chosen_rewards"):
+            keys = ("chosen_rewards", "rejected_rewards", "reward_accuracy")
             log.info("%s: DPO chosen reward %s, rejected %s, reward accuracy %s (first -> last quarter "
-                     "of the round's steps)", node.name, *(_quarters(record[k]) for k in
-                                                           ("chosen_rewards", "rejected_rewards",
-                                                            "reward_accuracy")))
+                     "of the round's steps)", node.name, *(_quarters(record[k]) for k in keys))
         ws.save_node(node.name)
         self.store.write_json(f"{node_dir(node.name)}/round.json",
                               {"kind": node.kind, "parent": node.parent, "start": start, "data": stats,
@@ -391,8 +396,4 @@ def _quarters(values: list[float]) -> str:
     """'a -> b': means of the first and the last quarter of a per-step series."""
     q = max(1, len(values) // 4)
     return f"{sum(values[:q]) / q:+.3f} -> {sum(values[-q:]) / q:+.3f}"
-
-
-def _ref_tensors(ref: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {"ref_logps": ref.contiguous()}
 

@@ -126,6 +126,19 @@ def register_task(name: str, factory: TaskFactory | None = None, *, overwrite: b
     return factory
 
 
+def portable_task(name: str) -> bool:
+    """Whether a new Python process resolves the task `name` as this one does: a built-in name not
+    replaced by `register_task(..., overwrite=True)`, or a 'module:Class' spec that is not a
+    registered name. A name registered by user code exists only in the process that registered it."""
+    entry = REGISTRY._entries.get(name)
+    if entry is None:
+        return ":" in name
+    if name not in BUILTIN_TASKS:
+        return False
+    spec = entry if isinstance(entry, str) else f"{entry.__module__}:{entry.__qualname__}"
+    return spec == BUILTIN_TASKS[name]
+
+
 def get_task(name_or_task: Any, **options: Any) -> Task:
     """A task by registered name (options go to its constructor), class, or ready object."""
     return REGISTRY.create(name_or_task, **options)

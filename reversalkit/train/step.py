@@ -104,7 +104,10 @@ def supports_shared_prompt(model, length: int) -> bool:
     """Whether `shared_prompt_hidden` equals a plain forward: every layer attends to all earlier
     tokens of a `length`-token sequence (no sliding window shorter than it), and the model keeps
     a KV cache while training (gradient checkpointing turns it off)."""
-    if getattr(model, "is_gradient_checkpointing", False):
+    checkpointing = getattr(model, "is_activation_checkpointing", None)
+    if checkpointing is None:  # older transformers have only the name that newer ones deprecate
+        checkpointing = getattr(model, "is_gradient_checkpointing", False)
+    if checkpointing:
         return False
     config = getattr(model, "config", None)
     window = getattr(config, "sliding_window", None)
