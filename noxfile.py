@@ -69,7 +69,7 @@ def bench(session: nox.Session) -> None:
     """Every CPU benchmark, each printed beside its baselines."""
     install_project(session, "bench")
     names = session.posargs or ["ngrams", "similarity", "logprob", "dpo", "sampler", "train", "study",
-                                 "sandbox"]
+                                 "sandbox", "seed_jobs"]
     for name in names:
         session.run("python", "-m", f"benchmarks.bench_{name}", env=_in_repo_env(session))
 
