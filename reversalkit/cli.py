@@ -131,10 +131,15 @@ def cmd_study(args: argparse.Namespace) -> int:
         study = Study(cfg)
         study.check()
         print(study.cfg.to_yaml(), end="")
+        from reversalkit.device import resolve_device  # noqa: PLC0415
+        from reversalkit.dist import launched_by_torchrun  # noqa: PLC0415
+        from reversalkit.study.seed_jobs import resolve_jobs  # noqa: PLC0415
+
         runs = max(1, len(cfg.seeds))
+        jobs = resolve_jobs(cfg, device=resolve_device(cfg.device), distributed=launched_by_torchrun())
         print(f"dry run: task {study.cfg.task!r} and model {cfg.m1 or cfg.model!r} resolve; "
-              f"{len(study.planned_steps())} steps x {runs} seed run(s) planned in {cfg.out_dir}",
-              file=sys.stderr)
+              f"{len(study.planned_steps())} steps x {runs} seed run(s) planned in {cfg.out_dir}"
+              + (f", {jobs} at a time" if jobs > 1 else ""), file=sys.stderr)
         return 0
     if args.nproc is not None:
         return _launch(args)

@@ -150,3 +150,12 @@ def test_a_failed_seed_is_named_and_the_others_finish(tmp_path, capsys):
     assert cli.main(argv) == 1  # the finished seed is kept; seed 1 fails again, in one line
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("reversalkit study: 1 of 2 seed runs failed: seed 1")
+
+
+def test_dry_run_says_how_many_seeds_run_at_once(capsys, tmp_path):
+    argv = ["study", "--preset", "tiny", "--out", str(tmp_path / "o"), "--set", "device=cpu", "--dry-run"]
+    assert cli.main([*argv, "--jobs", "3"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert "x 3 seed run(s) planned in" in err and err.endswith(", 3 at a time")
+    assert cli.main([*argv, "--jobs", "1"]) == 0
+    assert capsys.readouterr().err.strip().endswith(f"planned in {tmp_path / 'o'}")
