@@ -4,8 +4,10 @@ a seed run in its own process writes what the sequential loop writes, bit for bi
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,33 @@ def test_dry_run_says_how_many_seeds_run_at_once(capsys, tmp_path):
     assert "x 3 seed run(s) planned in" in err and err.endswith(", 3 at a time")
     assert cli.main([*argv, "--jobs", "1"]) == 0
     assert capsys.readouterr().err.strip().endswith(f"planned in {tmp_path / 'o'}")
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_stops_every_seed_and_the_rerun_finishes(tmp_path):
+    """A terminal's Ctrl-C (SIGINT to the whole process group) stops the parent and its seeds; each
+    seed says where it stopped, no process is left, and the same command then finishes the study."""
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "reversalkit", "-q", "study", "--preset", "tiny", "--out", str(out),
+            "--jobs", "2"]
+    for item in [*SMALL, "m1_train.max_steps=600"]:  # M1 trains long enough to be interrupted
+        argv += ["--set", item]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not all((out / f"seed{s}" / "study.log").exists() for s in (0, 1)):  # both seeds started
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    for seed in (0, 1):
+        assert f"reversalkit study: stopped in m1/train of {out / f'seed{seed}'}; run the same" in err
+    assert err.strip().splitlines()[-1] == "reversalkit study: stopped; run the same command to resume"
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # the group is gone: no seed process outlived the parent
+    rerun = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert (out / "results.json").exists() and "pooled over seeds [0, 1]" in rerun.stdout

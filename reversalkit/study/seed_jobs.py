@@ -36,6 +36,7 @@ log = logging.getLogger("reversalkit.study")
 
 POLL_S = 2.0  # how often the parent looks at its children
 REPORT_S = 60.0  # at most one progress line per this many seconds
+GRACE_S = 15.0  # after Ctrl-C, how long the children may take to stop on their own
 
 
 def cpu_count() -> int:
@@ -110,6 +111,17 @@ class _Job:
         return rc
 
 
+def _stop(jobs: Sequence[_Job], grace_s: float) -> None:
+    """Wait up to `grace_s` for the processes to end, then terminate the ones still running."""
+    deadline = time.perf_counter() + grace_s
+    for job in jobs:
+        try:
+            job.proc.wait(timeout=max(0.0, deadline - time.perf_counter()))
+        except subprocess.TimeoutExpired:
+            job.proc.terminate()
+            job.proc.wait()
+
+
 def run_seed_jobs(parent: RunStore, subs: Sequence[StudyConfig], study: Callable[[StudyConfig], Any], *,
                   jobs: int, fresh: bool) -> None:
     """Run each seed's config of `subs` in up to `jobs` processes (`threads_per_job`); returns
@@ -151,12 +163,9 @@ def run_seed_jobs(parent: RunStore, subs: Sequence[StudyConfig], study: Callable
                 last_report = time.perf_counter()
                 log.info("seeds: " + ", ".join(f"{j.seed} {_steps_done(j.dir)}/{j.planned} steps"
                                                for j in running))
-    except BaseException:
-        for job in running:  # Ctrl-C reaches the children too; anything else stops them here
-            if job.proc.poll() is None:
-                job.proc.terminate()
-        for job in running:
-            job.proc.wait()
+    except BaseException as exc:
+        # Ctrl-C reaches the children too: they get a moment to say where they stopped
+        _stop(running, grace_s=GRACE_S if isinstance(exc, KeyboardInterrupt) else 0.0)
         raise
     failed = [j for j in done if j.proc.returncode != 0]
     if failed:
