@@ -152,6 +152,7 @@ def test_a_failed_seed_is_named_and_the_others_finish(tmp_path, capsys):
     assert cli.main(argv) == 1  # the finished seed is kept; seed 1 fails again, in one line
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("reversalkit study: 1 of 2 seed runs failed: seed 1")
+    assert f"seed 1: reversalkit study: error: {out / 'seed1'} exists, is not empty" in "\n".join(err)
 
 
 def test_dry_run_says_how_many_seeds_run_at_once(capsys, tmp_path):
@@ -184,7 +185,7 @@ def test_ctrl_c_stops_every_seed_and_the_rerun_finishes(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     for seed in (0, 1):
-        assert f"reversalkit study: stopped in m1/train of {out / f'seed{seed}'}; run the same" in err
+        assert f"seed {seed}: reversalkit study: stopped in m1/train of {out / f'seed{seed}'}; run the" in err
     assert err.strip().splitlines()[-1] == "reversalkit study: stopped; run the same command to resume"
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)  # the group is gone: no seed process outlived the parent

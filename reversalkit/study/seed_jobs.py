@@ -23,6 +23,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -89,6 +90,7 @@ class _Job:
     def __init__(self, seed: int, cfg: StudyConfig, config_path: Path, planned: int):
         self.seed, self.cfg, self.config_path, self.planned = seed, cfg, config_path, planned
         self.proc: subprocess.Popen | None = None
+        self.relay: threading.Thread | None = None
         self.started = self.ended = 0.0
 
     @property
@@ -100,14 +102,24 @@ class _Job:
         if fresh:
             cmd.append("--fresh")
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        # stdout holds only the child's closing "report:" line; its warnings and errors stay visible
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+        # stdout holds only the child's closing "report:" line; its warnings and errors go to this
+        # process's stderr, each line marked with the seed
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, errors="replace")
+        self.relay = threading.Thread(target=self._relay, daemon=True)
+        self.relay.start()
         self.started = time.perf_counter()
+
+    def _relay(self) -> None:
+        for line in self.proc.stderr:
+            sys.stderr.write(f"seed {self.seed}: {line}")
+            sys.stderr.flush()
 
     def poll(self) -> int | None:
         rc = self.proc.poll() if self.proc is not None else None
         if rc is not None and not self.ended:
             self.ended = time.perf_counter()
+            self.relay.join()  # its last lines (an error) print before the parent's verdict
         return rc
 
 
@@ -120,6 +132,7 @@ def _stop(jobs: Sequence[_Job], grace_s: float) -> None:
         except subprocess.TimeoutExpired:
             job.proc.terminate()
             job.proc.wait()
+        job.relay.join(timeout=5.0)
 
 
 def run_seed_jobs(parent: RunStore, subs: Sequence[StudyConfig], study: Callable[[StudyConfig], Any], *,
