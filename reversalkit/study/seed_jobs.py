@@ -6,10 +6,10 @@ Its CPU threads are `num_threads` when that is set, and then every artifact is b
 one the seeds give run one after another; otherwise `cpu_count // N`, and a float32 sum taken with
 another number of threads may round differently in the last bit (so may the same run on a machine
 with another core count). A small model uses many cores poorly from one process, and several
-processes of a few threads each use them well. On 2 cores the gain is small (two processes of one
-thread do 4-20% more work per second than one of two; benchmarks/RESULTS.md), so `seed_jobs: 0`
-(auto) gives one job per two cores (per `num_threads` cores when set), at most one per seed, and
-one job on CUDA or under torchrun.
+processes of a few threads each use them well. On 2 cores there is nothing to gain (two seeds side
+by side ran at 1.05x the speed of one after another, three at 0.97x; benchmarks/RESULTS.md), so
+`seed_jobs: 0` (auto) gives one job per two cores (per `num_threads` cores when set), at most one
+per seed, and one job on CUDA or under torchrun.
 
 The parent writes each seed's config to `<out_dir>/jobs/seed<N>.yaml`, starts the processes,
 logs each seed's progress (its finished steps, from its manifest) at most once a minute, and
