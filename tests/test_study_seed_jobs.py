@@ -81,6 +81,9 @@ def test_a_task_registered_in_this_process_keeps_the_seeds_here(caplog):
         assert "registered in this process only" in caplog.text
         ood = _cfg(ood_tasks=("local-only:test",))
         assert resolve_jobs(ood, device="cpu", distributed=False, cpus=64) == 1
+        # an OOD set of a task named 'module:Class' travels: its name is everything before the split
+        spec = _cfg(ood_tasks=("reversalkit.tasks.synthetic:SyntheticTask:test_ood",))
+        assert resolve_jobs(spec, device="cpu", distributed=False, cpus=64) == 3
     finally:
         REGISTRY.unregister("local-only")
     original = REGISTRY.factory("synthetic")

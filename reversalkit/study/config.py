@@ -274,6 +274,11 @@ class StudyConfig(Config):
         """M1's samples per ID test problem beyond eval_samples (step m1/is; 0 = no such step)."""
         return max(0, self.m1_is_samples - self.samples_for("id"))
 
+    def ood_task_names(self) -> list[str]:
+        """Tasks named by the OOD sets: 'task:split' gives task (which may be 'module:Class'); a bare
+        split is one of the study's own task."""
+        return [spec.rpartition(":")[0] for spec in self.ood_tasks if ":" in spec]
+
     def is_ks(self) -> tuple[int, ...]:
         """N of M1's pass@N on the improvement sets: `ks`, and with M1's extra samples also the
         powers of two up to the samples M1 has per ID test problem, and that number."""

@@ -182,9 +182,8 @@ class Study:
         """Resolve the task, the OOD tasks and the model (or M1) source, creating nothing: what
         `run` would fail on first fails here with the same message (`study --dry-run` calls it)."""
         self._resolve_task()
-        for spec in self.cfg.ood_tasks:
-            name = spec.split(":", 1)[0] if ":" in spec else None
-            if name is not None and name not in self.ood_override:
+        for name in self.cfg.ood_task_names():
+            if name not in self.ood_override:
                 get_task(name, **dict(self.cfg.ood_task_options.get(name, {})))
         if not opening.m1_done(self.cfg.out_dir):
             opening.check_model_source(self.cfg)

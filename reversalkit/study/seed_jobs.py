@@ -55,8 +55,7 @@ def resolve_jobs(cfg: StudyConfig, *, device: str, distributed: bool, cpus: int 
     seeds = len(cfg.seeds)
     if seeds <= 1 or distributed:
         return 1
-    names = [cfg.task] + [spec.split(":", 1)[0] for spec in cfg.ood_tasks if ":" in spec]
-    local = [n for n in names if not portable_task(n)]
+    local = [n for n in [cfg.task, *cfg.ood_task_names()] if not portable_task(n)]
     if local:
         if cfg.seed_jobs > 1:
             log.warning("seed_jobs %d: task %r is registered in this process only, so the seeds run here, "
@@ -87,11 +86,15 @@ class SeedJobsFailed(RuntimeError):
 
 
 class _Job:
-    def __init__(self, seed: int, cfg: StudyConfig, config_path: Path, planned: int):
-        self.seed, self.cfg, self.config_path, self.planned = seed, cfg, config_path, planned
+    def __init__(self, cfg: StudyConfig, config_path: Path, planned: int):
+        self.cfg, self.config_path, self.planned = cfg, config_path, planned
         self.proc: subprocess.Popen | None = None
         self.relay: threading.Thread | None = None
         self.started = self.ended = 0.0
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.seed
 
     @property
     def dir(self) -> Path:
@@ -116,7 +119,7 @@ class _Job:
             sys.stderr.flush()
 
     def poll(self) -> int | None:
-        rc = self.proc.poll() if self.proc is not None else None
+        rc = self.proc.poll()
         if rc is not None and not self.ended:
             self.ended = time.perf_counter()
             self.relay.join()  # its last lines (an error) print before the parent's verdict
@@ -146,7 +149,7 @@ def run_seed_jobs(parent: RunStore, subs: Sequence[StudyConfig], study: Callable
     pending = []
     for sub in subs:
         path = parent.write_text(f"jobs/seed{sub.seed}.yaml", sub.to_yaml())
-        pending.append(_Job(sub.seed, sub, path, len(study(sub).planned_steps())))
+        pending.append(_Job(sub, path, len(study(sub).planned_steps())))
     log.info("%d seeds, %d at a time, each a process of %d thread(s); their logs: %s",
              len(pending), jobs, threads, ", ".join(str(j.dir / "study.log") for j in pending))
     running: list[_Job] = []
